@@ -1,0 +1,172 @@
+"""Command line front end: ``python3 -m streaming_mosaic INPUT [INPUT ...] -o OUTPUT [options]``.
+
+A thin layer over :func:`streaming_mosaic.core.engine.run`: argparse is
+generated from :data:`~streaming_mosaic.core.options.PARAMS`, progress goes to a
+terminal bar on stderr, and errors become exit statuses: 0 success, 2 bad input
+(one line on stderr), 130 interrupted (Ctrl-C or SIGTERM; the partial output is
+kept for ``--resume``), 1 an unexpected failure (a bug: please report it).
+"""
+
+import argparse
+import signal
+import sys
+import time
+
+from .core import __version__
+from .core.errors import Cancelled, MosaicError, OptionError
+from .core.options import PARAMS, Options, enum_index
+
+PROG = "streaming_mosaic"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # One line, no usage block: scripts and users see exactly what is wrong.
+        raise OptionError("command line", message)
+
+
+def build_parser():
+    """The argparse parser, one option per contract parameter."""
+    parser = _Parser(prog=f"python3 -m {PROG}",
+                     description="Mosaic any number of rasters into one GeoTIFF, streaming "
+                                 "window by window within a memory budget.")
+    for p in PARAMS:
+        if p.kind == "inputs":
+            parser.add_argument("inputs", nargs="*", metavar="INPUT", help=p.help)
+            continue
+        flags = [p.cli] + (["--output"] if p.kind == "output" else [])
+        kwargs = {"dest": p.attr, "help": p.help}
+        if p.kind == "output":
+            kwargs.update(metavar="OUTPUT", default=None)
+        elif p.kind == "bool":
+            kwargs.update(action="store_true", default=False)
+        elif p.kind == "enum":
+            tokens = "|".join(c[0] for c in p.choices)
+            kwargs.update(metavar=tokens, default=p.default,
+                          help=f"{p.help} (default: {p.choices[p.default][0]})")
+        elif p.kind == "int":
+            kwargs.update(type=int, default=p.default, metavar="N")
+        elif p.kind == "float":
+            kwargs.update(type=float, default=p.default, metavar="X")
+        elif p.attr == "creation_options":
+            kwargs.update(action="append", metavar="KEY=VALUE", default=None)
+        else:
+            kwargs.update(default=p.default)
+        parser.add_argument(*flags, **kwargs)
+    parser.add_argument("--extent-crs", dest="extent_crs", metavar="CRS",
+                        help="CRS of --extent when it is not the target CRS (e.g. EPSG:4326)")
+    parser.add_argument("--checkpoint-seconds", dest="checkpoint_seconds", type=float,
+                        default=10.0, metavar="S",
+                        help="flush the output and update the resume checkpoint at most this "
+                             "often (default 10)")
+    parser.add_argument("--plan", action="store_true",
+                        help="print the plan (grid, windows, memory, warnings) and exit")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def options_from_args(args):
+    """Turn parsed arguments into core :class:`Options`."""
+    values = {}
+    for p in PARAMS:
+        value = getattr(args, p.attr)
+        if p.kind == "enum" and value is not None:
+            value = enum_index(p.attr, value)
+        if p.attr == "creation_options" and value:
+            value = "|".join(value)
+        if p.kind == "inputs":
+            value = list(value)
+        values[p.attr] = value
+    return Options(extent_crs=args.extent_crs, checkpoint_seconds=args.checkpoint_seconds,
+                   **values)
+
+
+class ProgressBar:
+    """A one-line bar on a terminal; a line per 10% otherwise."""
+
+    def __init__(self, stream, quiet):
+        self.stream, self.quiet = stream, quiet
+        self.tty = stream.isatty()
+        self.last_step = -1
+        self.last_draw = 0.0
+        self.started = time.monotonic()
+
+    def __call__(self, fraction, text):
+        if self.quiet:
+            return
+        if self.tty:
+            now = time.monotonic()
+            if now - self.last_draw < 0.1 and fraction < 1:
+                return
+            self.last_draw = now
+            filled = int(fraction * 30)
+            eta = ""
+            if 0 < fraction < 1:
+                remaining = (now - self.started) * (1 - fraction) / fraction
+                eta = f" ETA {remaining:4.0f}s"
+            self.stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {fraction * 100:5.1f}% "
+                              f"{text:<22}{eta}")
+            if fraction >= 1:
+                self.stream.write("\n")
+        else:
+            step = int(fraction * 10)
+            if step > self.last_step:
+                self.last_step = step
+                self.stream.write(f"{step * 10}% {text}\n")
+        self.stream.flush()
+
+    def log(self, message, level="info"):
+        if level == "warning":
+            self._line(f"warning: {message}")
+        elif not self.quiet:
+            self._line(message)
+
+    def _line(self, text):
+        if self.tty and 0 <= self.last_draw:
+            self.stream.write("\r\033[K")
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _sigterm(_signum, _frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None):
+    """Entry point; returns the exit status."""
+    from .core.engine import run
+    from .core.plan import describe, make_plan
+
+    err = sys.stderr
+    try:
+        args = build_parser().parse_args(argv)
+        options = options_from_args(args)
+        bar = ProgressBar(err, args.quiet)
+        if args.plan:
+            for line in describe(make_plan(options, strict=False)):
+                print(line)
+            return 0
+        if not options.output:
+            raise OptionError("OUTPUT (-o)", "no output file given")
+        try:
+            signal.signal(signal.SIGTERM, _sigterm)
+        except ValueError:  # not the main thread
+            pass
+        result = run(options, progress=bar, log=bar.log)
+        if not args.quiet:
+            err.write(f"{result.output}: {result.summary()}\n")
+        return 0
+    except Cancelled as exc:
+        err.write(f"\n{PROG}: {exc}\n")
+        return 130
+    except KeyboardInterrupt:
+        err.write(f"\n{PROG}: interrupted\n")
+        return 130
+    except MosaicError as exc:
+        err.write(f"{PROG}: error: {exc}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""Compositing rules: small in-place functions folding one input at a time into a window.
+
+In the style of rasterio's ``MERGE_METHODS``, each rule's ``update`` takes the
+window's accumulators and one input's ``data`` with its ``valid`` mask
+(True = valid; None = all valid) and updates the accumulators in place. Inputs
+are folded one by one, so memory does not grow with the number of inputs.
+``result`` then turns the accumulators into values, and :func:`finalize` casts
+them to the output type and writes nodata where no input was valid.
+
+All arrays are (bands, rows, cols); every rule works per pixel and per band.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Acc:
+    """Accumulators of one window (or views into them)."""
+
+    value: np.ndarray                  # work type; float64 sums for mean/feather
+    filled: np.ndarray                 # bool: some input was valid here
+    count: np.ndarray = None           # uint32: number of valid inputs (count, mean, feather)
+    weight: np.ndarray = None          # float64: sum of feather weights
+    single: np.ndarray = None          # work type: last valid value (feather's exact path)
+
+    def view(self, ox, oy, w, h):
+        """Accumulators restricted to columns ox..ox+w and rows oy..oy+h."""
+        def cut(a):
+            return None if a is None else a[:, oy:oy + h, ox:ox + w]
+        return Acc(cut(self.value), cut(self.filled), cut(self.count), cut(self.weight),
+                   cut(self.single))
+
+
+def _valid_or_all(acc, valid):
+    return np.ones_like(acc.filled) if valid is None else valid
+
+
+def update_first(acc, data, valid, weight=None):
+    """Keep the first valid value (earlier inputs on top)."""
+    take = np.logical_not(acc.filled)
+    if valid is not None:
+        take &= valid
+    np.copyto(acc.value, data, where=take, casting="unsafe")
+    acc.filled |= take
+
+
+def update_last(acc, data, valid, weight=None):
+    """Keep the last valid value (later inputs on top, as gdalbuildvrt)."""
+    if valid is None:
+        np.copyto(acc.value, data, casting="unsafe")
+        acc.filled[...] = True
+    else:
+        np.copyto(acc.value, data, where=valid, casting="unsafe")
+        acc.filled |= valid
+
+
+def _extreme(func):
+    def update(acc, data, valid, weight=None):
+        valid = _valid_or_all(acc, valid)
+        both = acc.filled & valid
+        func(acc.value, data, out=acc.value, where=both, casting="unsafe")
+        fresh = valid & ~acc.filled
+        np.copyto(acc.value, data, where=fresh, casting="unsafe")
+        acc.filled |= valid
+    return update
+
+
+update_min = _extreme(np.minimum)
+update_min.__doc__ = "Keep the smallest valid value."
+update_max = _extreme(np.maximum)
+update_max.__doc__ = "Keep the largest valid value."
+
+
+def update_sum(acc, data, valid, weight=None):
+    """Add valid values in a wide type (int64 or float64)."""
+    np.add(acc.value, data, out=acc.value, where=_valid_or_all(acc, valid), casting="unsafe")
+    acc.filled |= _valid_or_all(acc, valid)
+
+
+def update_count(acc, data, valid, weight=None):
+    """Count valid inputs."""
+    valid = _valid_or_all(acc, valid)
+    np.add(acc.count, valid, out=acc.count, casting="unsafe")
+    acc.filled |= valid
+
+
+def update_mean(acc, data, valid, weight=None):
+    """Sum (float64) and count valid values; the mean is taken at the end."""
+    valid = _valid_or_all(acc, valid)
+    np.add(acc.value, data, out=acc.value, where=valid, casting="unsafe")
+    np.add(acc.count, valid, out=acc.count, casting="unsafe")
+    acc.filled |= valid
+
+
+def update_feather(acc, data, valid, weight):
+    """Weighted sum: ``weight`` (rows, cols) rises from 0 at a footprint's edge to 1 inside."""
+    valid = _valid_or_all(acc, valid)
+    weighted = np.multiply(data, weight[None, :, :], dtype=np.float64)
+    np.add(acc.value, weighted, out=acc.value, where=valid)
+    np.add(acc.weight, np.broadcast_to(weight[None, :, :], valid.shape), out=acc.weight,
+           where=valid)
+    np.add(acc.count, valid, out=acc.count, casting="unsafe")
+    np.copyto(acc.single, data, where=valid, casting="unsafe")
+    acc.filled |= valid
+
+
+def result_value(acc):
+    return acc.value
+
+
+def result_count(acc):
+    return acc.count
+
+
+def result_mean(acc):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return acc.value / np.maximum(acc.count, 1)
+
+
+def result_feather(acc):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        blend = acc.value / acc.weight
+    # Where one input alone is valid, its value is taken as is (no rounding error).
+    np.copyto(blend, acc.single, where=acc.count <= 1, casting="unsafe")
+    return blend
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A compositing rule: how to fold inputs and read the result."""
+
+    name: str
+    update: object
+    result: object
+    work: str = "input"        # accumulator type: input, wide (int64/float64), float64
+    counts: bool = False       # needs the count accumulator
+    weights: bool = False      # needs the feather accumulators and per-input weights
+    reverse: bool = False      # feed inputs last to first
+    stop_when_full: bool = False
+    doc: str = field(default="", compare=False)
+
+    def work_dtype(self, input_dtype):
+        input_dtype = np.dtype(input_dtype)
+        if self.work == "float64":
+            return np.dtype(np.float64)
+        if self.work == "wide":
+            return np.dtype(np.float64 if input_dtype.kind == "f" or input_dtype == np.uint64
+                            else np.int64)
+        return input_dtype
+
+    def bytes_per_sample(self, input_dtype):
+        """Accumulator bytes per pixel and band (for the memory budget)."""
+        size = self.work_dtype(input_dtype).itemsize + 1
+        if self.counts:
+            size += 4
+        if self.weights:
+            size += 8 + np.dtype(input_dtype).itemsize + 8  # weight, single, weighted temp
+        return size
+
+
+# "last" folds the inputs in reverse keeping the first valid value, which is the
+# same result and lets a window stop reading once every pixel is filled.
+RULES = {
+    "last": Rule("last", update_first, result_value, reverse=True, stop_when_full=True,
+                 doc="later inputs on top"),
+    "first": Rule("first", update_first, result_value, stop_when_full=True,
+                  doc="earlier inputs on top"),
+    "min": Rule("min", update_min, result_value, doc="smallest valid value"),
+    "max": Rule("max", update_max, result_value, doc="largest valid value"),
+    "mean": Rule("mean", update_mean, result_mean, work="float64", counts=True,
+                 doc="mean of valid values"),
+    "sum": Rule("sum", update_sum, result_value, work="wide", doc="sum of valid values"),
+    "count": Rule("count", update_count, result_count, counts=True,
+                  doc="number of valid inputs"),
+    "feather": Rule("feather", update_feather, result_feather, work="float64", counts=True,
+                    weights=True, doc="distance-weighted blend"),
+}
+
+
+def new_acc(rule, shape, input_dtype):
+    """Fresh accumulators for a window of ``shape`` (bands, rows, cols)."""
+    acc = Acc(np.zeros(shape, rule.work_dtype(input_dtype)), np.zeros(shape, bool))
+    if rule.counts:
+        acc.count = np.zeros(shape, np.uint32)
+    if rule.weights:
+        acc.weight = np.zeros(shape, np.float64)
+        acc.single = np.zeros(shape, input_dtype)
+    return acc
+
+
+def cast(values, dtype):
+    """Convert to ``dtype``: round half to even for integers, clip to the type's range."""
+    dtype = np.dtype(dtype)
+    values = np.asarray(values)
+    if values.dtype == dtype:
+        return values
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if values.dtype.kind == "f":
+            values = np.rint(values)
+            return np.clip(np.nan_to_num(values, nan=0.0), info.min, info.max).astype(dtype)
+        if np.can_cast(values.dtype, dtype):
+            return values.astype(dtype)
+        return np.clip(values, info.min, info.max).astype(dtype)
+    if dtype.kind == "f" and values.dtype.kind == "f" and values.dtype.itemsize > dtype.itemsize:
+        info = np.finfo(dtype)
+        return np.clip(values, info.min, info.max).astype(dtype)
+    return values.astype(dtype)
+
+
+def nudged(nodata, dtype):
+    """The value a valid pixel equal to ``nodata`` is written as (the nearest other value)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return dtype.type(np.nextafter(dtype.type(nodata), dtype.type(np.inf)))
+    info = np.iinfo(dtype)
+    return dtype.type(nodata + 1 if nodata < info.max else nodata - 1)
+
+
+def finalize(rule, acc, out_dtype, nodata):
+    """Turn accumulators into output values.
+
+    Pixels where no input is valid get ``nodata`` (0 when None). A valid result
+    equal to ``nodata`` is moved to the nearest other value (:func:`nudged`) so
+    it does not become a hole.
+
+    Returns
+    -------
+    (array, int)
+        The output window and how many valid pixels were moved off nodata.
+    """
+    out = cast(rule.result(acc), out_dtype)  # may be an accumulator itself, changed in place
+    moved = 0
+    if nodata is None:
+        out[~acc.filled] = 0
+        return out, moved
+    fill = np.dtype(out_dtype).type(nodata)
+    if np.isnan(fill):
+        hit = np.isnan(out)
+    else:
+        hit = out == fill
+    hit &= acc.filled
+    moved = int(np.count_nonzero(hit))
+    if moved:
+        out[hit] = nudged(nodata, out_dtype)
+    out[~acc.filled] = fill
+    return out, moved
+
+
+def composite(method, stack, valids, out_dtype=None, nodata=None, weights=None):
+    """Composite a whole stack at once (for tests and small arrays).
+
+    Parameters
+    ----------
+    method : str
+        A key of :data:`RULES`.
+    stack : sequence of arrays (bands, rows, cols)
+    valids : sequence of bool arrays or None
+    weights : sequence of (rows, cols) float arrays, for feather
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    rule = RULES[method]
+    dtype = np.result_type(*[np.asarray(a).dtype for a in stack])
+    out_dtype = dtype if out_dtype is None else out_dtype
+    if method == "count":
+        out_dtype = out_dtype if np.dtype(out_dtype).kind in "iu" else np.uint32
+    acc = new_acc(rule, np.shape(stack[0]), dtype)
+    order = range(len(stack) - 1, -1, -1) if rule.reverse else range(len(stack))
+    for i in order:
+        weight = None if weights is None else weights[i]
+        rule.update(acc, np.asarray(stack[i]), valids[i], weight)
+    return finalize(rule, acc, out_dtype, nodata)[0]

@@ -1,0 +1,269 @@
+"""The pipeline: worker threads render windows, one writer stores them in order.
+
+``THREADS`` workers each own their GDAL handles (datasets are not
+thread-safe) and render windows (:func:`~.render.render_window`); the calling
+thread writes the finished windows in window order into ``OUTPUT.partial``,
+with the GeoTIFF driver compressing tiles on ``NUM_THREADS`` threads. At most
+``threads + 1`` finished windows wait for the writer, which is what the memory
+budget counts. Progress is reported once per window; cancellation is checked
+while waiting for each window and by the workers between inputs.
+
+The front ends (QGIS algorithm, CLI) call :func:`run` with callbacks and turn
+its typed errors into their own.
+"""
+
+import collections
+import concurrent.futures
+import dataclasses
+import os
+import threading
+import time
+
+from . import checkpoint, writer
+from .errors import Cancelled, MosaicError, OutputError
+from .gdalenv import cache_budget, thread_env
+from .plan import describe, make_plan
+from .render import Context, render_window
+
+try:
+    import resource
+except ImportError:  # Windows
+    resource = None
+
+
+@dataclasses.dataclass
+class Result:
+    """What a finished run reports."""
+
+    output: str
+    width: int
+    height: int
+    bands: int
+    windows: int
+    resumed_from: int
+    seconds: float
+    output_bytes: int
+    peak_rss_mb: float
+    moved_off_nodata: int
+    warnings: list
+
+    @property
+    def mpix_per_s(self):
+        return self.width * self.height / 1e6 / max(self.seconds, 1e-9)
+
+    def summary(self):
+        extra = f", resumed at window {self.resumed_from + 1}" if self.resumed_from else ""
+        return (f"{self.windows} windows, {self.width * self.height / 1e6:.1f} Mpix in "
+                f"{self.seconds:.1f} s ({self.mpix_per_s:.1f} Mpix/s, "
+                f"{self.width * self.height * self.bands / 2**20 / max(self.seconds, 1e-9):.0f} "
+                f"MB/s of samples), output {self.output_bytes / 2**20:.1f} MB, peak memory "
+                f"{self.peak_rss_mb:.0f} MB{extra}")
+
+
+def peak_rss_mb():
+    """Peak resident memory of this process (MB), or 0 where unknown."""
+    if resource is None:
+        return 0.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _open_files_per_thread(threads):
+    limit = 1024
+    if resource is not None:
+        try:
+            limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        except (ValueError, OSError):
+            pass
+    return max(8, min(256, (limit - 64) // (2 * max(threads, 1))))
+
+
+def run(options, progress=None, cancel=None, log=None):
+    """Run a mosaic job.
+
+    Parameters
+    ----------
+    options : Options
+    progress : callable(fraction, text), optional
+        Called once per window (and during overviews / COG).
+    cancel : callable() -> bool, optional
+        Polled between windows and while waiting for one.
+    log : callable(message, level), optional
+        Informational lines; level is "info" or "warning".
+
+    Returns
+    -------
+    Result
+
+    Raises
+    ------
+    MosaicError
+        OptionError, InputError, OutputError or ResumeError with a one-line
+        message; Cancelled when cancelled (the partial output is kept).
+    """
+    progress = progress or (lambda fraction, text: None)
+    cancel = cancel or (lambda: False)
+    log = log or (lambda message, level="info": None)
+    started = time.monotonic()
+    output = writer.check_output(options.output, options.inputs)
+    with thread_env():
+        plan, start = _plan_with_resume(options, output, log)
+        for line in describe(plan):
+            level = "warning" if line.startswith("warning: ") else "info"
+            log(line[9:] if level == "warning" else line, level)
+        with cache_budget(plan.budget.cache):
+            moved = _write_all(plan, output, start, progress, cancel, log)
+            _finish(plan, output, progress, cancel)
+    if moved:
+        log(f"{moved} valid pixel(s) equal to the nodata value {plan.nodata_out:g} were "
+            "written as the nearest other value", "warning")
+    return Result(output, plan.grid.width, plan.grid.height, plan.band_count, len(plan.windows),
+                  start, time.monotonic() - started, os.path.getsize(output), peak_rss_mb(),
+                  moved, list(plan.warnings))
+
+
+def _plan_with_resume(options, output, log):
+    plan = make_plan(options)
+    if not options.resume:
+        return plan, 0
+    journal = checkpoint.load(output)
+    if journal is None or not os.path.exists(checkpoint.partial_path(output)):
+        log("RESUME: no checkpoint found for this output; starting from the beginning")
+        return plan, 0
+    chunk = journal["fingerprint"].get("chunk")
+    if not options.chunk_size and chunk and chunk != plan.budget.chunk:
+        plan = make_plan(dataclasses.replace(options, chunk_size=chunk))
+    checkpoint.verify(journal, checkpoint.fingerprint(plan), output)
+    done = int(journal["done"])
+    log(f"RESUME: {done} of {len(plan.windows)} windows already written")
+    return plan, done
+
+
+def _write_all(plan, output, start, progress, cancel, log):
+    """Render and write windows ``start..`` into the partial; returns nodata moves."""
+    partial = checkpoint.partial_path(output)
+    print_ = checkpoint.fingerprint(plan)
+    total = len(plan.windows)
+    if start:
+        ds = writer.open_update(partial)
+    else:
+        checkpoint.remove(output)
+        ds = writer.create(partial, plan)
+        _checkpoint(ds, partial, output, print_, 0, total)
+    phase = 0.8 if plan.options.cog or plan.options.overviews else 1.0
+    state = {"done": start, "durable": start, "moved": 0}
+    stop = threading.Event()
+    contexts = []
+    lock = threading.Lock()
+    local = threading.local()
+    max_open = _open_files_per_thread(plan.threads)
+
+    def init_worker():
+        local.env = thread_env()
+        local.env.__enter__()  # lives as long as the worker thread
+        local.ctx = Context(max_open, stop)
+        with lock:
+            contexts.append(local.ctx)
+
+    def task(index):
+        return render_window(plan, plan.windows[index], local.ctx)
+
+    pool = concurrent.futures.ThreadPoolExecutor(plan.threads, "streaming-mosaic",
+                                                 initializer=init_worker)
+    pending = collections.deque()
+    next_index = start
+    last_sync = time.monotonic()
+    try:
+        try:
+            while state["done"] < total:
+                while next_index < total and len(pending) < plan.budget.in_flight:
+                    pending.append(pool.submit(task, next_index))
+                    next_index += 1
+                array, moved = _wait(pending[0], cancel)
+                pending.popleft()
+                window = plan.windows[state["done"]]
+                writer.write_window(ds, partial, window, array)
+                del array
+                state["moved"] += moved
+                state["done"] += 1
+                progress(phase * state["done"] / total, f"window {state['done']}/{total}")
+                if time.monotonic() - last_sync >= plan.options.checkpoint_seconds:
+                    _checkpoint(ds, partial, output, print_, state["done"], total)
+                    state["durable"] = state["done"]
+                    last_sync = time.monotonic()
+        finally:
+            stop.set()
+            for fut in pending:
+                fut.cancel()
+            pool.shutdown(wait=True)
+            for ctx in contexts:
+                ctx.close()
+        _checkpoint(ds, partial, output, print_, total, total)
+        ds = None
+        return state["moved"]
+    except (Cancelled, KeyboardInterrupt) as exc:
+        _checkpoint(ds, partial, output, print_, state["done"], total)
+        ds = None
+        raise Cancelled(
+            f"{'interrupted' if isinstance(exc, KeyboardInterrupt) else 'cancelled'} after "
+            f"{state['done']} of {total} windows; the partial output {partial} and its "
+            "checkpoint were kept: run again with RESUME to continue, or delete "
+            f"{os.path.basename(partial)}*", partial=partial) from None
+    except OutputError as exc:
+        ds = None
+        if state["durable"] > 0:
+            raise OutputError(exc.path, f"{str(exc)[len(exc.path) + 2:]}; the partial output "
+                              f"and its checkpoint ({state['durable']} of {total} windows) were "
+                              f"kept: free space and run again with RESUME, or delete "
+                              f"{os.path.basename(partial)}*") from None
+        checkpoint.remove(output)
+        raise
+    except BaseException:
+        ds = None
+        checkpoint.remove(output)
+        raise
+
+
+def _wait(future, cancel):
+    """Wait for a window, polling ``cancel``; re-raise the worker's error."""
+    while True:
+        if cancel():
+            raise Cancelled()
+        try:
+            return future.result(timeout=0.1)
+        except concurrent.futures.TimeoutError:
+            continue
+
+
+def _checkpoint(ds, partial, output, print_, done, total):
+    writer.flush(ds, partial)
+    checkpoint.fsync_file(partial)
+    checkpoint.write(output, print_, done, total)
+
+
+def _finish(plan, output, progress, cancel):
+    """Overviews or COG, then move the finished file into place and drop the journal."""
+    partial = checkpoint.partial_path(output)
+    opts = plan.options
+
+    def sub(lo):
+        return lambda f: progress(lo + (1 - lo) * f, "overviews" if not opts.cog else "COG")
+
+    try:
+        if opts.cog:
+            tmp = output + ".cog.partial"
+            writer.make_cog(partial, tmp, plan, sub(0.8), cancel)
+            writer.publish(tmp, output)
+            checkpoint.remove(output)
+        else:
+            if opts.overviews:
+                writer.build_overviews(partial, plan, sub(0.8), cancel)
+            writer.publish(partial, output)
+            checkpoint.remove(output)
+    except MosaicError:
+        raise
+    except Exception as exc:  # a GDAL failure while cancelling
+        if cancel():
+            raise Cancelled(f"cancelled while finishing; the complete partial output {partial} "
+                            "was kept: run again with RESUME to finish it", partial=partial) from None
+        raise OutputError(output, str(exc)) from None
+    progress(1.0, "done")

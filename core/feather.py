@@ -1,0 +1,58 @@
+"""Feather weights: distance from each valid pixel to the edge of its input's footprint.
+
+A window is read with a halo of ``ceil(FEATHER_DISTANCE)`` pixels, so every pixel
+within the feather distance of the window is seen, and the weights do not depend
+on how the grid is cut into windows. Outside the output grid nothing is known,
+so the grid's own border is not treated as an edge.
+"""
+
+import math
+
+import numpy as np
+
+
+def edge_distance(footprint, limit):
+    """Euclidean distance to the nearest pixel outside the footprint, capped at ``limit``.
+
+    Parameters
+    ----------
+    footprint : bool array (rows, cols)
+        True where the input is valid.
+    limit : float
+        Cap (pixels). Pixels with no invalid pixel within ``limit`` get ``limit``.
+
+    Returns
+    -------
+    float32 array (rows, cols)
+        Distance between pixel centres; 0 outside the footprint, at least 1
+        inside it. Exact (not a chamfer approximation) up to ``limit``.
+    """
+    footprint = np.asarray(footprint, bool)
+    rows, cols = footprint.shape
+    if footprint.all():
+        return np.full(footprint.shape, limit, np.float32)
+    reach = int(math.ceil(limit))
+    far = 10 ** 9
+    index = np.arange(cols, dtype=np.int64)
+    invalid = ~footprint
+    # Horizontal pass: distance to the nearest invalid pixel in the same row.
+    left = np.where(invalid, index, -far)
+    np.maximum.accumulate(left, axis=1, out=left)
+    right = np.where(invalid, index, far)
+    right = np.minimum.accumulate(right[:, ::-1], axis=1)[:, ::-1]
+    g = np.minimum(index - left, right - index).astype(np.float32)
+    np.minimum(g, np.float32(reach + 1), out=g)
+    g2 = g * g
+    # Vertical pass: d2(y, x) = min over |dy| <= reach of g2(y + dy, x) + dy^2.
+    d2 = g2.copy()
+    for dy in range(1, min(reach, rows - 1) + 1):
+        step = np.float32(dy * dy)
+        np.minimum(d2[dy:], g2[:-dy] + step, out=d2[dy:])
+        np.minimum(d2[:-dy], g2[dy:] + step, out=d2[:-dy])
+    dist = np.sqrt(d2, out=d2)
+    return np.minimum(dist, np.float32(limit), out=dist)
+
+
+def weights(footprint, distance):
+    """Feather weight: 0 outside the footprint, rising to 1 at ``distance`` pixels inside."""
+    return edge_distance(footprint, distance) / np.float32(distance)

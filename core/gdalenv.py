@@ -1,0 +1,134 @@
+"""GDAL state a run changes, and how it is given back.
+
+GDAL has process-wide state (the block cache size, the Python bindings'
+exception mode) and per-thread state (config options set with
+``SetThreadLocalConfigOption``, the error handler stack). QGIS runs Processing
+algorithms in background threads of one process, so a run must change as little
+process-wide state as possible and restore all of it, even on error:
+
+* the block cache limit is shared: :func:`cache_budget` sets it to the sum of
+  the budgets of the runs active in the process and restores the original value
+  when the last one ends;
+* everything else (a quiet error handler so GDAL prints nothing, config
+  options a step needs) is set per thread by :func:`thread_env`, in every
+  thread that touches GDAL for the run;
+* inputs are opened read-only and nothing that dirties GDAL's PAM (statistics,
+  metadata) is ever called on them, so no ``.aux.xml`` appears beside them
+  while the sidecar files they rely on (``.aux.xml`` nodata, ``.msk``, world
+  files) are still honoured;
+* the exception mode of the bindings is never changed: :func:`check` works in
+  both modes.
+"""
+
+import contextlib
+import itertools
+import threading
+
+from osgeo import gdal
+
+_cache_lock = threading.Lock()
+_cache_users = {}
+_cache_saved = [None]
+_tokens = itertools.count()
+
+
+class GdalFailure(Exception):
+    """A GDAL call failed; ``str()`` is GDAL's own message."""
+
+
+@contextlib.contextmanager
+def cache_budget(nbytes):
+    """Limit GDAL's block cache while the block runs, restoring it afterwards.
+
+    The cache limit is process-wide. Concurrent runs in one process each
+    register their budget; the limit is the sum of the active budgets, and the
+    value found before the first run is restored when the last run ends.
+    """
+    token = next(_tokens)
+    with _cache_lock:
+        if not _cache_users:
+            _cache_saved[0] = gdal.GetCacheMax()
+        _cache_users[token] = int(nbytes)
+        gdal.SetCacheMax(sum(_cache_users.values()))
+    try:
+        yield
+    finally:
+        with _cache_lock:
+            del _cache_users[token]
+            if _cache_users:
+                gdal.SetCacheMax(sum(_cache_users.values()))
+            else:
+                gdal.SetCacheMax(_cache_saved[0])
+
+
+@contextlib.contextmanager
+def thread_env(extra=None):
+    """Apply the run's GDAL config options and a quiet error handler to this thread.
+
+    Both are thread-local in GDAL, so this must be entered in every thread that
+    calls GDAL for the run; the previous values are restored on exit.
+    """
+    config = dict(extra or {})
+    saved = {key: gdal.GetThreadLocalConfigOption(key, None) for key in config}
+    for key, value in config.items():
+        gdal.SetThreadLocalConfigOption(key, value)
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        yield
+    finally:
+        gdal.PopErrorHandler()
+        for key, value in saved.items():
+            gdal.SetThreadLocalConfigOption(key, value)
+
+
+def check(func, *args, **kwargs):
+    """Call a GDAL function returning an object; turn failure into :class:`GdalFailure`.
+
+    Works whether or not the bindings raise exceptions (``gdal.UseExceptions``
+    is process-wide, so the core never changes it): a ``RuntimeError`` or a
+    ``None`` result counts as failure.
+    """
+    gdal.ErrorReset()
+    try:
+        result = func(*args, **kwargs)
+    except RuntimeError as exc:
+        raise GdalFailure(str(exc) or last_error()) from None
+    if result is None:
+        raise GdalFailure(last_error() or "GDAL call failed")
+    return result
+
+
+def check_status(func, *args, **kwargs):
+    """Call a GDAL function returning a CPLErr (or None in older bindings).
+
+    Failure is a ``RuntimeError``, a non-zero status, or an error of level
+    CE_Failure or worse raised during the call.
+    """
+    gdal.ErrorReset()
+    try:
+        result = func(*args, **kwargs)
+    except RuntimeError as exc:
+        raise GdalFailure(str(exc) or last_error()) from None
+    failed = isinstance(result, int) and not isinstance(result, bool) and result != 0
+    if failed or gdal.GetLastErrorType() >= gdal.CE_Failure:
+        raise GdalFailure(last_error() or "GDAL call failed")
+    return result
+
+
+def last_error():
+    """GDAL's last error message in this thread, or an empty string."""
+    return (gdal.GetLastErrorMsg() or "").strip()
+
+
+def open_readonly(path):
+    """Open a raster read-only, raising :class:`GdalFailure` with GDAL's message."""
+    return check(gdal.OpenEx, str(path), gdal.OF_RASTER | gdal.OF_READONLY)
+
+
+def unlink_quiet(name):
+    """Delete a /vsimem/ or real file, ignoring a missing one."""
+    try:
+        if gdal.VSIStatL(name) is not None:
+            gdal.Unlink(name)
+    except RuntimeError:
+        pass

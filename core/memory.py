@@ -1,0 +1,114 @@
+"""The memory budget: how MEMORY_MB is split between GDAL's cache and pixel buffers.
+
+Model (bytes)::
+
+    MEMORY_MB = GDAL block cache                         (cache_fraction of the budget)
+              + threads x warp working memory            (only when inputs are reprojected)
+              + threads x per-thread window working set  (accumulators, reads, temporaries)
+              + queued finished windows x output window  (waiting for the writer)
+
+The window side is the largest multiple of the output block size whose working
+set fits what is left after the cache. The interpreter itself (Python, numpy,
+GDAL's libraries: about 60-100 MB) is not part of the budget.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+MB = 2 ** 20
+CACHE_FRACTION = 0.25
+CACHE_MIN = 8 * MB
+CACHE_MAX = 1024 * MB
+MAX_CHUNK = 8192
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How one run spends its memory."""
+
+    total: int           # MEMORY_MB in bytes
+    cache: int           # GDAL block cache
+    chunk: int           # window side, pixels
+    threads: int         # worker threads
+    in_flight: int       # finished windows that may wait for the writer
+    per_window: int      # one thread's working set for a full window
+    out_window: int      # one finished output window
+    warp: int            # warp memory per thread (0 without reprojection)
+    fits: bool           # False when even the smallest window exceeds the budget
+
+    @property
+    def estimated_peak(self):
+        """Bytes this run may hold at most (cache + buffers)."""
+        return self.cache + self.threads * (self.per_window + self.warp) + self.in_flight * self.out_window
+
+    def describe(self):
+        return (f"{self.total / MB:.0f} MB budget: GDAL cache {self.cache / MB:.0f} MB, "
+                f"{self.threads} thread(s) x {self.per_window / MB:.1f} MB window buffers "
+                f"({self.chunk}x{self.chunk} px windows)")
+
+
+def window_working_set(chunk, bands, rule, input_dtype, out_dtype, halo=0):
+    """Bytes one thread holds while rendering a ``chunk`` x ``chunk`` window."""
+    px = chunk * chunk * bands
+    read_side = chunk + 2 * halo
+    read_px = read_side * read_side * bands
+    in_size = np.dtype(input_dtype).itemsize
+    acc = px * rule.bytes_per_sample(input_dtype)
+    # read buffer + validity + mask bytes, plus one bool temporary of the window
+    read = read_px * (in_size + 2) + px
+    finish = px * (8 + 1 + np.dtype(out_dtype).itemsize)  # float result, masks, cast copy
+    feather = read_side * read_side * 4 * 5 if rule.weights else 0
+    return acc + read + finish + feather
+
+
+def plan_budget(memory_mb, threads, block, bands, rule, input_dtype, out_dtype,
+                grid_size, chunk=0, halo=0, warped=False):
+    """Choose the cache size and window side for a run.
+
+    Parameters
+    ----------
+    memory_mb : int
+    threads : int
+        Worker threads wanted (reduced when the budget cannot feed them).
+    block : int
+        Output block side; the window side is a multiple of it.
+    grid_size : (width, height)
+    chunk : int
+        Window side asked for (0 = choose); rounded up to a multiple of ``block``.
+
+    Returns
+    -------
+    Budget
+    """
+    total = int(memory_mb) * MB
+    cache = int(min(max(total * CACHE_FRACTION, CACHE_MIN), CACHE_MAX))
+    warp = 16 * MB if warped else 0
+    out_size = np.dtype(out_dtype).itemsize
+    largest = max(block, math.ceil(max(grid_size) / block) * block)
+
+    def cost(side, nthreads):
+        per = window_working_set(side, bands, rule, input_dtype, out_dtype, halo)
+        out = side * side * bands * out_size
+        return per, out, cache + nthreads * (per + warp) + (nthreads + 1) * out
+
+    if chunk:
+        side = min(math.ceil(chunk / block) * block, largest)
+        nthreads = threads
+        while nthreads > 1 and cost(side, nthreads)[2] > total:
+            nthreads -= 1
+    else:
+        nthreads = threads
+        side = None
+        while side is None:
+            fitting = [k * block for k in range(1, MAX_CHUNK // block + 1)
+                       if k * block <= largest and cost(k * block, nthreads)[2] <= total]
+            if fitting:
+                side = fitting[-1]
+            elif nthreads > 1:
+                nthreads -= 1
+            else:
+                side = block
+    per, out, need = cost(side, nthreads)
+    return Budget(total, cache, side, nthreads, nthreads + 1, per, out, warp, need <= total)

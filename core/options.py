@@ -1,0 +1,290 @@
+"""The single declaration of every mosaic parameter.
+
+:data:`PARAMS` lists each parameter once: its contract name (``METHOD``), the
+attribute of :class:`Options` it fills (``method``), its kind, default, help
+text, enum choices (CLI token and display label, in contract order), whether it
+is optional or advanced, and its CLI flag. The QGIS algorithms and the CLI's
+argparse are generated from this table; nothing else repeats it.
+"""
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from .errors import OptionError
+
+METHODS = ("last", "first", "min", "max", "mean", "sum", "count", "feather")
+
+# Same order as QGIS's GDAL warp algorithm; the second item is GDAL's name.
+RESAMPLINGS = (
+    ("nearest", "near"), ("bilinear", "bilinear"), ("cubic", "cubic"),
+    ("cubicspline", "cubicspline"), ("lanczos", "lanczos"), ("average", "average"),
+    ("mode", "mode"), ("max", "max"), ("min", "min"), ("median", "med"),
+    ("q1", "q1"), ("q3", "q3"),
+)
+
+RESOLUTIONS = ("highest", "lowest", "average")
+
+# Same order as QGIS's GDAL translate algorithm (0 = keep the input type).
+DATA_TYPES = ("same", "uint8", "int16", "uint16", "uint32", "int32", "float32", "float64")
+
+COMPRESSIONS = ("lzw", "deflate", "zstd", "none")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of the mosaic, as the contract names it."""
+
+    name: str
+    attr: str
+    kind: str  # inputs, enum, float, int, bool, crs, extent, string, output
+    default: object
+    label: str
+    help: str
+    choices: tuple = ()  # enum: ((cli token, display label), ...) in contract order
+    optional: bool = False
+    advanced: bool = False
+    minimum: float = None
+    maximum: float = None
+    cli: str = None
+    cli_aliases: tuple = ()
+    in_plan: bool = True  # also a parameter of the plan (dry-run) algorithm
+
+    def flag(self):
+        """How to name this parameter in a message: ``NAME (--flag)``."""
+        return f"{self.name} ({self.cli})" if self.cli else self.name
+
+
+def _choices(tokens, labels):
+    return tuple(zip(tokens, labels))
+
+
+PARAMS = (
+    Param("INPUT", "inputs", "inputs", (), "Input rasters",
+          "Rasters to mosaic, in stacking order (later inputs are drawn on top for "
+          "METHOD=last). Layers or files; any format GDAL reads.", cli=None),
+    Param("METHOD", "method", "enum", 0, "Overlap rule",
+          "How overlapping valid pixels combine.",
+          choices=_choices(METHODS, (
+              "Last (later input on top, as gdalbuildvrt)", "First (earlier input on top)",
+              "Minimum", "Maximum", "Mean", "Sum", "Count (number of valid inputs)",
+              "Feather (distance-weighted blend across seams)")),
+          cli="--method"),
+    Param("FEATHER_DISTANCE", "feather_distance", "float", 32.0, "Feather distance (pixels)",
+          "Width of the blend for METHOD=feather: a source's weight rises from 0 at the "
+          "edge of its valid footprint to 1 at this many pixels inside.",
+          minimum=1.0, maximum=4096.0, cli="--feather-distance"),
+    Param("NODATA_INPUT", "nodata_input", "float", None, "Input nodata value",
+          "Treat this value as nodata in every input, in addition to each input's "
+          "own nodata value and mask.", optional=True, cli="--nodata-input"),
+    Param("NODATA_OUTPUT", "nodata_output", "float", None, "Output nodata value",
+          "Value written where no input is valid. Defaults to the first input's "
+          "nodata; when no input has one, 0 is written and no nodata is set.",
+          optional=True, cli="--nodata-output"),
+    Param("TARGET_CRS", "target_crs", "crs", None, "Target CRS",
+          "CRS of the mosaic. Defaults to the first input's CRS; inputs in another "
+          "CRS are reprojected window by window.", optional=True, cli="--target-crs"),
+    Param("RESAMPLING", "resampling", "enum", 0, "Resampling",
+          "Resampling used where an input is reprojected or its pixels do not line up "
+          "with the output grid.",
+          choices=_choices([r[0] for r in RESAMPLINGS], (
+              "Nearest neighbour", "Bilinear", "Cubic", "Cubic spline",
+              "Lanczos windowed sinc", "Average", "Mode", "Maximum", "Minimum",
+              "Median", "First quartile", "Third quartile")),
+          advanced=True, cli="--resampling", cli_aliases=(("near", 0), ("med", 9))),
+    Param("RESOLUTION", "resolution", "enum", 0, "Output resolution",
+          "Pixel size chosen from the inputs (in the target CRS), as gdalbuildvrt "
+          "-resolution.",
+          choices=_choices(RESOLUTIONS, ("Highest (smallest pixels)", "Lowest (largest pixels)",
+                                         "Average of the inputs")),
+          cli="--resolution"),
+    Param("PIXEL_SIZE", "pixel_size", "float", None, "Pixel size",
+          "When > 0, the output pixel size in target CRS units (overrides RESOLUTION), "
+          "as gdalbuildvrt -tr.", optional=True, advanced=True, minimum=0.0,
+          cli="--pixel-size"),
+    Param("TARGET_ALIGNED_PIXELS", "target_aligned_pixels", "bool", False,
+          "Align the extent to the pixel size (-tap)",
+          "Snap the output extent to multiples of the pixel size, as GDAL's -tap.",
+          advanced=True, cli="--tap"),
+    Param("EXTENT", "extent", "extent", None, "Output extent",
+          "Clip the output to this extent (as -te). Defaults to the union of the inputs.",
+          optional=True, cli="--extent"),
+    Param("BANDS", "bands", "string", None, "Bands",
+          "Comma-separated input band numbers to keep, in this order, e.g. 3,2,1. "
+          "Default: all bands (an alpha band is used as a mask, not as data).",
+          optional=True, advanced=True, cli="--bands"),
+    Param("DATA_TYPE", "data_type", "enum", 0, "Output data type",
+          "Data type of the output. 'Same as input' keeps the inputs' common type; "
+          "values outside a smaller type's range are clipped.",
+          choices=_choices(DATA_TYPES, ("Same as input", "Byte", "Int16", "UInt16", "UInt32",
+                                        "Int32", "Float32", "Float64")),
+          advanced=True, cli="--dtype", cli_aliases=(("byte", 1), ("input", 0))),
+    Param("COMPRESSION", "compression", "enum", 0, "Compression",
+          "GeoTIFF compression, with PREDICTOR 2 for integers and 3 for floats.",
+          choices=_choices(COMPRESSIONS, ("LZW", "DEFLATE", "ZSTD", "None")),
+          cli="--compress"),
+    Param("CREATION_OPTIONS", "creation_options", "string", None,
+          "Additional creation options",
+          "Extra GDAL GeoTIFF creation options, KEY=VALUE separated by | (CLI: --co "
+          "KEY=VALUE, repeatable). They override the plugin's own choices.",
+          optional=True, advanced=True, cli="--co"),
+    Param("COG", "cog", "bool", False, "Cloud Optimized GeoTIFF",
+          "Write a Cloud Optimized GeoTIFF, with overviews.", cli="--cog"),
+    Param("OVERVIEWS", "overviews", "bool", False, "Build internal overviews",
+          "Build internal overviews (AVERAGE) in a plain GeoTIFF.", cli="--overviews"),
+    Param("CHUNK_SIZE", "chunk_size", "int", 0, "Window size (pixels)",
+          "Side of the square windows processed at a time; rounded up to a multiple "
+          "of the output block size. 0 = the largest that fits MEMORY_MB.",
+          minimum=0, maximum=65536, advanced=True, cli="--chunk"),
+    Param("MEMORY_MB", "memory_mb", "int", 256, "Memory budget (MB)",
+          "Budget for this run's pixel buffers and GDAL block cache together.",
+          minimum=16, maximum=1048576, advanced=True, cli="--memory-mb"),
+    Param("THREADS", "threads", "int", 0, "Threads",
+          "Worker threads reading and compositing windows; 0 = all CPUs.",
+          minimum=0, maximum=256, advanced=True, cli="--threads"),
+    Param("RESUME", "resume", "bool", False, "Resume an interrupted run",
+          "Continue an interrupted or cancelled run into the same OUTPUT from its "
+          "checkpoint (OUTPUT.partial and OUTPUT.partial.json).",
+          cli="--resume", in_plan=False),
+    Param("OUTPUT", "output", "output", None, "Mosaic",
+          "The output GeoTIFF (.tif or .tiff).", cli="-o", in_plan=False),
+)
+
+PARAM_BY_NAME = {p.name: p for p in PARAMS}
+PARAM_BY_ATTR = {p.attr: p for p in PARAMS}
+
+# Options that only the core and the CLI know (not in the QGIS dialog).
+_EXTRA_FIELDS = (
+    ("extent_crs", object, None),        # CRS of EXTENT when it is not the target CRS
+    ("checkpoint_seconds", float, 10.0),  # flush + journal at most this often
+)
+
+Options = dataclasses.make_dataclass(
+    "Options",
+    [(p.attr, object, dataclasses.field(default=p.default)) for p in PARAMS]
+    + [(n, t, dataclasses.field(default=d)) for n, t, d in _EXTRA_FIELDS],
+)
+Options.__doc__ = ("Every setting of one mosaic job; attributes are the ``attr`` of "
+                   ":data:`PARAMS` (enums as contract indices) plus extent_crs and "
+                   "checkpoint_seconds.")
+
+
+def enum_token(attr, value):
+    """Return the CLI token (``"last"``) of an enum option given its index."""
+    param = PARAM_BY_ATTR[attr]
+    try:
+        index = int(value)
+    except (TypeError, ValueError):
+        raise OptionError(param.flag(), f"not a valid choice: {value!r}") from None
+    if not 0 <= index < len(param.choices):
+        raise OptionError(param.flag(), f"must be between 0 and {len(param.choices) - 1}, "
+                          f"got {value!r}")
+    return param.choices[index][0]
+
+
+def enum_index(attr, token):
+    """Return the contract index of an enum option given a CLI token or index."""
+    param = PARAM_BY_ATTR[attr]
+    text = str(token).strip().lower()
+    for i, (name, _label) in enumerate(param.choices):
+        if text == name:
+            return i
+    for alias, i in param.cli_aliases:
+        if text == alias:
+            return i
+    if text.isdigit() and int(text) < len(param.choices):
+        return int(text)
+    names = ", ".join(c[0] for c in param.choices)
+    raise OptionError(param.flag(), f"unknown value {token!r}; choose one of {names}")
+
+
+def validate_numbers(options):
+    """Check the numeric options against their declared ranges.
+
+    Raises
+    ------
+    OptionError
+        Naming the first option out of range.
+    """
+    for param in PARAMS:
+        if param.kind not in ("int", "float"):
+            continue
+        value = getattr(options, param.attr)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise OptionError(param.flag(), f"must be a number, got {value!r}")
+        if param.kind == "int" and int(value) != value:
+            raise OptionError(param.flag(), f"must be a whole number, got {value!r}")
+        if isinstance(value, float) and math.isinf(value):
+            raise OptionError(param.flag(), "must be finite")
+        if math.isnan(value) and param.attr not in ("nodata_input", "nodata_output"):
+            raise OptionError(param.flag(), "must be a number, got NaN")
+        if param.minimum is not None and value < param.minimum:
+            raise OptionError(param.flag(), f"must be at least {param.minimum:g}, got {value!r}")
+        if param.maximum is not None and value > param.maximum:
+            raise OptionError(param.flag(), f"must be at most {param.maximum:g}, got {value!r}")
+    for param in PARAMS:
+        if param.kind == "enum":
+            enum_token(param.attr, getattr(options, param.attr))
+
+
+def parse_bands(text):
+    """Parse BANDS (``"3,2,1"``) into a tuple of 1-based band numbers, or None."""
+    if text is None or not str(text).strip():
+        return None
+    flag = PARAM_BY_ATTR["bands"].flag()
+    bands = []
+    for part in str(text).replace(" ", "").split(","):
+        if not part.isdigit() or int(part) < 1:
+            raise OptionError(flag, f"{text!r} is not a comma-separated list of band "
+                              "numbers (1, 2, ...)")
+        bands.append(int(part))
+    return tuple(bands)
+
+
+def parse_creation_options(text):
+    """Parse ``KEY=VALUE|KEY=VALUE`` into an ordered dict with upper-case keys."""
+    result = {}
+    if text is None:
+        return result
+    flag = PARAM_BY_ATTR["creation_options"].flag()
+    for item in str(text).replace("\n", "|").split("|"):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise OptionError(flag, f"{item!r} is not KEY=VALUE")
+        result[key.strip().upper()] = value.strip()
+    return result
+
+
+def parse_extent(value):
+    """Parse EXTENT given as ``xmin,ymin,xmax,ymax`` (or a 4-sequence) to floats.
+
+    A trailing ``[CRS]`` as QGIS writes extents (``1,2,3,4 [EPSG:32633]``) is
+    returned as the second item, else None.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None, None
+    flag = PARAM_BY_ATTR["extent"].flag()
+    crs = None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith("]") and "[" in text:
+            text, _, crs = text[:-1].partition("[")
+            crs = crs.strip() or None
+        parts = [p for p in text.replace(";", ",").split(",") if p.strip()]
+    else:
+        parts = list(value)
+    try:
+        numbers = [float(p) for p in parts]
+    except (TypeError, ValueError):
+        numbers = []
+    if len(numbers) != 4 or not all(math.isfinite(n) for n in numbers):
+        raise OptionError(flag, f"{value!r} is not xmin,ymin,xmax,ymax")
+    xmin, ymin, xmax, ymax = numbers
+    if xmax <= xmin or ymax <= ymin:
+        raise OptionError(flag, f"{value!r} is empty (xmax must exceed xmin and ymax ymin)")
+    return (xmin, ymin, xmax, ymax), crs

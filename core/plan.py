@@ -1,0 +1,261 @@
+"""From options to a complete, picklable job plan, reading no pixels.
+
+:func:`make_plan` runs the straight line of the architecture up to the engine:
+options -> sources -> grid -> per-input read specs -> windows + index -> memory
+budget -> output type, nodata and creation options. The plan is everything a
+worker needs to render any window (:func:`~.render.render_window`), and what
+the plan (dry-run) algorithm reports.
+"""
+
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+from osgeo import gdal
+
+from . import grid as gridmod
+from .composite import RULES
+from .errors import InputError, OptionError
+from .memory import MB, Budget, plan_budget
+from .options import (PARAM_BY_ATTR, enum_token, parse_bands, parse_creation_options,
+                      validate_numbers)
+from .readers import build_spec
+from .sources import describe as describe_source
+from .sources import scan, srs_from_wkt
+from .windows import SourceIndex, WindowPlan
+
+OVERVIEW_FACTOR = 4 / 3
+
+
+@dataclass
+class Plan:
+    """A mosaic job, ready to run."""
+
+    options: object
+    sources: list
+    grid: object
+    footprints: list
+    specs: list
+    method: str
+    band_count: int
+    input_dtype: str
+    out_dtype: str
+    nodata_out: float
+    nodata_input: float
+    feather_distance: float
+    halo: int
+    block: int
+    windows: WindowPlan
+    index: SourceIndex
+    budget: Budget
+    creation_options: dict
+    warnings: list = field(default_factory=list)
+
+    @property
+    def threads(self):
+        return self.budget.threads
+
+    @property
+    def raw_bytes(self):
+        """Uncompressed size of the mosaic."""
+        return self.grid.width * self.grid.height * self.band_count * np.dtype(self.out_dtype).itemsize
+
+    def disk_estimate(self):
+        """(low, high) bytes the output may take on disk."""
+        raw = self.raw_bytes * (OVERVIEW_FACTOR if self.options.cog or self.options.overviews else 1)
+        if self.creation_options.get("COMPRESS", "NONE").upper() == "NONE":
+            return raw, raw
+        return raw * 0.2, raw * 0.9
+
+    def reprojected(self):
+        return [s for s, fp in zip(self.sources, self.footprints) if not fp.same_crs]
+
+
+def threads_wanted(value):
+    return int(value) if value else (os.cpu_count() or 1)
+
+
+def output_dtype(method, input_dtype, data_type_token, n_inputs):
+    """The output type: DATA_TYPE, else the inputs' common type (count: an unsigned int)."""
+    if data_type_token != "same":
+        return np.dtype(data_type_token).name
+    if method == "count":
+        for dtype in ("uint8", "uint16", "uint32"):
+            if n_inputs <= np.iinfo(dtype).max:
+                return dtype
+    return np.dtype(input_dtype).name
+
+
+def representable(value, dtype):
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return math.isnan(value) or abs(value) <= np.finfo(dtype).max
+    if math.isnan(value) or value != math.floor(value):
+        return False
+    info = np.iinfo(dtype)
+    return info.min <= value <= info.max
+
+
+def output_nodata(options, method, sources, out_dtype):
+    """NODATA_OUTPUT, else the first input nodata found (None for count, or when none)."""
+    flag = PARAM_BY_ATTR["nodata_output"].flag()
+    if options.nodata_output is not None:
+        value = float(options.nodata_output)
+        if not representable(value, out_dtype):
+            raise OptionError(flag, f"{value:g} cannot be stored in the {out_dtype} output")
+        return value
+    if method == "count":
+        return None
+    for info in sources:
+        for nd in info.nodata:
+            if nd is not None:
+                if not representable(nd, out_dtype):
+                    raise OptionError(flag, f"the inputs' nodata {nd:g} cannot be stored in "
+                                      f"the {out_dtype} output; set NODATA_OUTPUT")
+                return float(nd)
+    return None
+
+
+def block_size(options_co, chunk, grid_size):
+    """Output tile side: BLOCKXSIZE/BLOCKYSIZE if given, else 512 (256 for small jobs)."""
+    bx = options_co.get("BLOCKXSIZE")
+    by = options_co.get("BLOCKYSIZE")
+    flag = PARAM_BY_ATTR["creation_options"].flag()
+    sizes = []
+    for key, value in (("BLOCKXSIZE", bx), ("BLOCKYSIZE", by)):
+        if value is None:
+            continue
+        if not value.isdigit() or int(value) < 16 or int(value) % 16:
+            raise OptionError(flag, f"{key}={value} must be a multiple of 16")
+        sizes.append(int(value))
+    if sizes:
+        return math.lcm(*sizes)
+    if (chunk and chunk < 512) or max(grid_size) < 512:
+        return 256
+    return 512
+
+
+def creation_options(options, out_dtype, raw_bytes, block, threads):
+    """GeoTIFF creation options: tiled, compressed, BigTIFF-safe; user options win."""
+    user = parse_creation_options(options.creation_options)
+    compress = enum_token("compression", options.compression).upper()
+    co = {"TILED": "YES", "BLOCKXSIZE": str(block), "BLOCKYSIZE": str(block),
+          "COMPRESS": compress}
+    if compress != "NONE":
+        co["PREDICTOR"] = "3" if np.dtype(out_dtype).kind == "f" else "2"
+        if compress == "ZSTD":
+            co["ZSTD_LEVEL"] = "1"
+    if np.dtype(out_dtype) == np.int8 and not hasattr(gdal, "GDT_Int8"):
+        co["PIXELTYPE"] = "SIGNEDBYTE"
+    over = OVERVIEW_FACTOR if options.cog or options.overviews else 1
+    # A compressed tile can be larger than its raw pixels on noise: decide from raw size.
+    co["BIGTIFF"] = "YES" if raw_bytes * over > 3.5 * 2 ** 30 else "IF_SAFER"
+    co["NUM_THREADS"] = str(threads)
+    co.update(user)
+    return co
+
+
+def make_plan(options, strict=True):
+    """Build the :class:`Plan` of a job (opens inputs for metadata, reads no pixels).
+
+    Parameters
+    ----------
+    options : Options
+    strict : bool
+        When False (the plan algorithm), a band-count mismatch is reported as a
+        warning instead of an error.
+
+    Raises
+    ------
+    OptionError, InputError
+    """
+    validate_numbers(options)
+    method = enum_token("method", options.method)
+    rule = RULES[method]
+    bands = parse_bands(options.bands)
+    warnings = []
+    try:
+        sources = scan(options.inputs, bands)
+    except InputError as exc:
+        if strict or "data band" not in str(exc):
+            raise
+        warnings.append(f"band counts differ: {exc}")
+        sources = [describe_source(i, p, bands) for i, p in enumerate(options.inputs)]
+    grid, prints = gridmod.compute(sources, options)
+
+    data_type = enum_token("data_type", options.data_type)
+    input_dtype = np.result_type(*[np.dtype(s.dtype) for s in sources]).name
+    out_dtype = output_dtype(method, input_dtype, data_type, len(sources))
+    nodata_out = output_nodata(options, method, sources, out_dtype)
+    nodata_input = None if options.nodata_input is None else float(options.nodata_input)
+
+    band_count = len(sources[0].bands)
+    feather = float(options.feather_distance or 32.0)
+    halo = int(math.ceil(feather)) if rule.weights else 0
+    co_user = parse_creation_options(options.creation_options)
+    block = block_size(co_user, int(options.chunk_size or 0), (grid.width, grid.height))
+    budget = plan_budget(options.memory_mb, threads_wanted(options.threads), block, band_count,
+                         rule, input_dtype, out_dtype, (grid.width, grid.height),
+                         chunk=int(options.chunk_size or 0), halo=halo,
+                         warped=not all(fp.same_crs for fp in prints))
+    if not budget.fits:
+        warnings.append(f"MEMORY_MB={options.memory_mb} is too small for one "
+                        f"{budget.chunk}x{budget.chunk} window; the run may use more")
+    resampling = enum_token("resampling", options.resampling)
+    specs = [build_spec(s, fp, grid, resampling) for s, fp in zip(sources, prints)]
+    windows = WindowPlan(grid.width, grid.height, budget.chunk)
+    index = SourceIndex(windows, [s.bbox if s else None for s in specs], halo)
+    raw = grid.width * grid.height * band_count * np.dtype(out_dtype).itemsize
+    co = creation_options(options, out_dtype, raw, block, budget.threads)
+    warnings.extend(_warnings(sources, prints, specs, co, raw))
+    return Plan(options, sources, grid, prints, specs, method, band_count, input_dtype,
+                out_dtype, nodata_out, nodata_input, feather, halo, block, windows, index,
+                budget, co, warnings)
+
+
+def _warnings(sources, prints, specs, co, raw):
+    out = []
+    crs = {s.crs_wkt for s in sources}
+    if len(crs) > 1:
+        names = ", ".join(s.name for s, fp in zip(sources, prints) if not fp.same_crs)
+        out.append(f"mixed CRS: {names} will be reprojected")
+    res = {(round(fp.res[0], 9), round(fp.res[1], 9)) for fp in prints}
+    if len(res) > 1:
+        out.append(f"inputs have {len(res)} different resolutions; they are resampled "
+                   "to the output grid")
+    bare = [s.name for s in sources if all(nd is None for nd in s.nodata)
+            and not s.mask_per_dataset and not s.mask_per_band]
+    if bare and len(sources) > 1:
+        listed = ", ".join(bare[:5]) + (f" and {len(bare) - 5} more" if len(bare) > 5 else "")
+        out.append(f"{len(bare)} input(s) have no nodata value or mask ({listed}): all their "
+                   "pixels count as valid; set NODATA_INPUT if they have a nodata collar")
+    missed = [s.name for s, spec in zip(sources, specs) if spec is None]
+    if missed:
+        out.append(f"{len(missed)} input(s) lie outside the output extent: {', '.join(missed[:5])}")
+    if co.get("BIGTIFF") == "YES" or raw > 4 * 2 ** 30:
+        out.append(f"the output is {raw / 2**30:.1f} GiB uncompressed: written as BigTIFF")
+    return out
+
+
+def describe(plan):
+    """A few lines summarising the plan, for logs."""
+    g = plan.grid
+    srs = srs_from_wkt(g.crs_wkt)
+    crs = "none"
+    if srs is not None:
+        code = srs.GetAuthorityCode(None)
+        crs = f"{srs.GetAuthorityName(None)}:{code}" if code else srs.GetName()
+    low, high = plan.disk_estimate()
+    lines = [
+        f"{len(plan.sources)} input(s) -> {g.width} x {g.height} px, {plan.band_count} band(s), "
+        f"{plan.out_dtype}, CRS {crs}, pixel {g.res[0]:.10g} x {g.res[1]:.10g}",
+        f"method {plan.method}; {len(plan.windows)} window(s) of {plan.budget.chunk} px; "
+        f"{plan.threads} thread(s)",
+        f"memory: {plan.budget.describe()}",
+        f"expected output size: {low / MB:,.0f}-{high / MB:,.0f} MB "
+        f"({plan.creation_options.get('COMPRESS')})",
+    ]
+    lines += [f"warning: {w}" for w in plan.warnings]
+    return lines
+

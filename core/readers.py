@@ -1,0 +1,308 @@
+"""How each input is read on the output grid, and reading it window by window.
+
+Every input gets a :class:`SourceSpec`, one of three kinds:
+
+``direct``
+    Same CRS and pixel size as the output, origin on a whole output pixel: the
+    window is read straight from the file, no resampling, into a reused numpy
+    buffer. This is the common case and the fast one.
+``vrt``
+    Same CRS, but its pixels do not line up with the output grid: read through
+    a one-source VRT built by GDAL on the output grid (exactly the source
+    rectangle ``gdalbuildvrt`` would write), with extra bands carrying the
+    input's mask (``mask,N``) so validity is resampled the same way.
+``warp``
+    Another CRS: read through a warped VRT (``gdalwarp -of VRT``) on the output
+    grid, restricted to the input's footprint, with a destination alpha band for
+    validity. Only the windows asked for are ever warped.
+
+:func:`read` returns the part of a window an input covers as ``(data, valid)``
+arrays, ``valid`` being None when every pixel is valid.
+"""
+
+import collections
+import copy
+import math
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+import numpy as np
+from osgeo import gdal
+
+from .errors import InputError
+from .gdalenv import GdalFailure, check, open_readonly
+from .options import RESAMPLINGS
+
+# Resampling methods a VRT source can apply; others go through the warper.
+VRT_RESAMPLINGS = {"near", "bilinear", "cubic", "cubicspline", "lanczos", "average", "mode"}
+
+# Working memory the warper may use for one warped read (counted in the budget).
+WARP_MEMORY = 16 * 2**20
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Everything a worker needs to read one input on the output grid (picklable)."""
+
+    index: int
+    path: str
+    kind: str           # direct, vrt or warp
+    bbox: tuple         # x0, y0, x1, y1: grid pixels the input may touch
+    origin: tuple       # grid pixel (x, y) of the opened dataset's pixel (0, 0)
+    bands: tuple        # band numbers to read from the opened dataset
+    mask_bands: tuple   # vrt/warp: bands holding validity (non-zero = valid)
+    mask_mode: str      # direct: none, nodata, dataset (one mask band) or band
+    nodata: tuple       # direct: per band nodata value or None
+    dtype: str
+    xml: str = None     # vrt/warp: the VRT document to open
+
+
+def _aligned(value):
+    return abs(value - round(value)) < 1e-6
+
+
+def _representable(value, dtype):
+    """True when ``value`` can occur as a pixel of ``dtype`` (so can mean nodata)."""
+    if value is None:
+        return False
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return True
+    if math.isnan(value) or value != math.floor(value):
+        return False
+    info = np.iinfo(dtype)
+    return info.min <= value <= info.max
+
+
+def build_spec(info, footprint, grid, resampling, margin=2):
+    """Decide how to read ``info`` on ``grid`` and return its :class:`SourceSpec`.
+
+    Returns None when the input does not touch the grid.
+    """
+    gdal_resampling = dict(RESAMPLINGS)[resampling]
+    gt, ggt = info.geotransform, grid.geotransform
+    if footprint.same_crs:
+        bbox = grid.pixel_bbox(footprint.bounds)
+        if bbox is None:
+            return None
+        ox = (gt[0] - ggt[0]) / ggt[1]
+        oy = (gt[3] - ggt[3]) / ggt[5]
+        same_res = (abs(gt[1] - ggt[1]) <= 1e-9 * abs(ggt[1])
+                    and abs(gt[5] - ggt[5]) <= 1e-9 * abs(ggt[5]))
+        if same_res and _aligned(ox) and _aligned(oy):
+            return _direct_spec(info, grid, (round(ox), round(oy)))
+        if gdal_resampling in VRT_RESAMPLINGS:
+            return _vrt_spec(info, grid, bbox, gdal_resampling)
+    bbox = grid.pixel_bbox(footprint.bounds, margin=margin)
+    if bbox is None:
+        return None
+    return _warp_spec(info, grid, bbox, gdal_resampling)
+
+
+def _direct_spec(info, grid, origin):
+    x0, y0 = origin
+    bbox = (max(x0, 0), max(y0, 0), min(x0 + info.width, grid.width),
+            min(y0 + info.height, grid.height))
+    if bbox[2] <= bbox[0] or bbox[3] <= bbox[1]:
+        return None
+    if info.mask_per_band:
+        mode = "band"
+    elif info.mask_per_dataset:
+        mode = "dataset"
+    elif any(_representable(nd, info.dtype) for nd in info.nodata):
+        mode = "nodata"
+    else:
+        mode = "none"
+    nodata = tuple(nd if _representable(nd, info.dtype) else None for nd in info.nodata)
+    return SourceSpec(info.index, info.path, "direct", bbox, origin, info.bands, (), mode,
+                      nodata, info.dtype)
+
+
+def _vrt_spec(info, grid, bbox, resampling):
+    """A one-source VRT on the whole grid, as gdalbuildvrt lays the source out."""
+    try:
+        ds = check(gdal.BuildVRT, "", [info.path], outputBounds=grid.bounds,
+                   xRes=grid.res[0], yRes=grid.res[1], bandList=list(info.bands),
+                   srcNodata="None", VRTNodata="None", resampleAlg=resampling,
+                   allowProjectionDifference=True)
+        xml = ds.GetMetadata("xml:VRT")[0]
+        ds = None
+    except GdalFailure as exc:
+        raise InputError(info.path, f"cannot be laid out on the output grid ({exc})") from None
+    root = ET.fromstring(xml)
+    data_bands = root.findall("VRTRasterBand")
+    per_band = info.mask_per_band or any(nd is not None for nd in info.nodata[1:])
+    sources = data_bands if per_band else data_bands[:1]
+    mask_bands = []
+    for i, band in enumerate(sources):
+        src = band.find("SimpleSource")
+        if src is None:
+            src = band.find("ComplexSource")
+        number = len(data_bands) + i + 1
+        mask = ET.SubElement(root, "VRTRasterBand", dataType="Byte", band=str(number))
+        msrc = copy.deepcopy(src)
+        msrc.attrib.pop("resampling", None)  # validity is sampled as nearest
+        msrc.find("SourceBand").text = f"mask,{info.bands[i]}"
+        props = msrc.find("SourceProperties")
+        if props is not None:
+            msrc.remove(props)
+        mask.append(msrc)
+        mask_bands.append(number)
+    return SourceSpec(info.index, info.path, "vrt", bbox, (0, 0),
+                      tuple(range(1, len(data_bands) + 1)), tuple(mask_bands), "none",
+                      (None,) * len(info.bands), info.dtype, ET.tostring(root, "unicode"))
+
+
+def _warp_spec(info, grid, bbox, resampling):
+    """A warped VRT covering ``bbox`` of the grid, with an alpha band for validity."""
+    x0, y0, x1, y1 = bbox
+    src = info.path
+    all_data = tuple(b for b in range(1, info.band_count + 1) if b != info.alpha_band)
+    try:
+        if tuple(info.bands) != all_data:
+            # Select the bands, keeping the alpha band the warper uses as a mask;
+            # the selection VRT is embedded as XML so the document stands alone.
+            band_list = list(info.bands) + ([info.alpha_band] if info.alpha_band else [])
+            sel = check(gdal.Translate, "", info.path, format="VRT", bandList=band_list)
+            src = sel.GetMetadata("xml:VRT")[0]
+            sel = None
+        ds = check(gdal.Warp, "", src, format="VRT", dstSRS=grid.crs_wkt,
+                   outputBounds=grid.window_bounds(x0, y0, x1, y1),
+                   xRes=grid.res[0], yRes=grid.res[1], resampleAlg=resampling,
+                   dstAlpha=True, warpMemoryLimit=WARP_MEMORY, multithread=False)
+        xml = ds.GetMetadata("xml:VRT")[0]
+        count = ds.RasterCount
+        ds = None
+    except GdalFailure as exc:
+        raise InputError(info.path, f"cannot be reprojected to the output grid ({exc})") from None
+    return SourceSpec(info.index, info.path, "warp", bbox, (x0, y0),
+                      tuple(range(1, count)), (count,), "none", (None,) * len(info.bands),
+                      info.dtype, xml)
+
+
+class Handles:
+    """A per-thread LRU of open datasets, so thousands of inputs never exhaust files.
+
+    GDAL datasets are not thread-safe: each worker thread owns one ``Handles``.
+    """
+
+    def __init__(self, capacity=64):
+        self.capacity = capacity
+        self._open = collections.OrderedDict()
+
+    def get(self, spec):
+        ds = self._open.get(spec.index)
+        if ds is not None:
+            self._open.move_to_end(spec.index)
+            return ds
+        try:
+            ds = open_readonly(spec.path) if spec.kind == "direct" else check(gdal.Open, spec.xml)
+        except GdalFailure as exc:
+            raise InputError(spec.path, f"cannot be opened ({exc})") from None
+        self._open[spec.index] = ds
+        while len(self._open) > self.capacity:
+            self._open.popitem(last=False)
+        return ds
+
+    def close(self):
+        self._open.clear()
+
+
+class Scratch:
+    """Reusable per-thread buffers, grown on demand and never shrunk."""
+
+    def __init__(self):
+        self._buffers = {}
+
+    def array(self, key, shape, dtype):
+        dtype = np.dtype(dtype)
+        size = int(np.prod(shape))
+        buf = self._buffers.get(key)
+        if buf is None or buf.dtype != dtype or buf.size < size:
+            buf = np.empty(size, dtype)
+            self._buffers[key] = buf
+        return buf[:size].reshape(shape)
+
+
+def read(spec, handles, scratch, x0, y0, x1, y1, nodata_input=None, key="src"):
+    """Read the part of grid window ``[x0:x1, y0:y1]`` that ``spec`` covers.
+
+    Returns
+    -------
+    None, or (ox, oy, data, valid)
+        ``data`` is (bands, h, w) placed at column ``ox``, row ``oy`` of the
+        window; ``valid`` a bool array of the same shape, or None when every
+        pixel is valid. Arrays live in ``scratch`` and are overwritten by the
+        next read with the same ``key``.
+
+    Raises
+    ------
+    InputError
+        When GDAL fails to read the input (corrupt or truncated file).
+    """
+    bx0, by0, bx1, by1 = spec.bbox
+    ix0, iy0, ix1, iy1 = max(x0, bx0), max(y0, by0), min(x1, bx1), min(y1, by1)
+    if ix1 <= ix0 or iy1 <= iy0:
+        return None
+    w, h = ix1 - ix0, iy1 - iy0
+    sx, sy = ix0 - spec.origin[0], iy0 - spec.origin[1]
+    ds = handles.get(spec)
+    nb = len(spec.bands)
+    data = scratch.array(key, (nb, h, w), spec.dtype)
+    _read_into(ds, spec, sx, sy, w, h, data, spec.bands)
+    valid = None
+    if spec.mask_bands:
+        masks = scratch.array(key + ".mask", (len(spec.mask_bands), h, w), np.uint8)
+        _read_into(ds, spec, sx, sy, w, h, masks, spec.mask_bands)
+        valid = scratch.array(key + ".valid", (nb, h, w), bool)
+        np.not_equal(masks, 0, out=valid if len(spec.mask_bands) == nb else valid[:1])
+        if len(spec.mask_bands) != nb:
+            valid[1:] = valid[:1]
+    elif spec.mask_mode == "nodata":
+        valid = scratch.array(key + ".valid", (nb, h, w), bool)
+        for b, nd in enumerate(spec.nodata):
+            _not_value(data[b], nd, valid[b])
+    elif spec.mask_mode in ("dataset", "band"):
+        valid = scratch.array(key + ".valid", (nb, h, w), bool)
+        masks = scratch.array(key + ".mask", (h, w), np.uint8)
+        for b, band_number in enumerate(spec.bands):
+            if spec.mask_mode == "dataset" and b > 0:
+                valid[b] = valid[0]
+                continue
+            band = ds.GetRasterBand(band_number).GetMaskBand()
+            _check_read(spec, band.ReadAsArray(sx, sy, w, h, buf_obj=masks))
+            np.not_equal(masks, 0, out=valid[b])
+    if nodata_input is not None and _representable(nodata_input, spec.dtype):
+        if valid is None:
+            valid = scratch.array(key + ".valid", (nb, h, w), bool)
+            _not_value(data, nodata_input, valid)
+        else:
+            tmp = scratch.array(key + ".tmp", (nb, h, w), bool)
+            _not_value(data, nodata_input, tmp)
+            valid &= tmp
+    return ix0 - x0, iy0 - y0, data, valid
+
+
+def _read_into(ds, spec, sx, sy, w, h, out, band_list):
+    try:
+        result = ds.ReadAsArray(sx, sy, w, h, buf_obj=out, band_list=list(band_list))
+    except RuntimeError as exc:
+        raise InputError(spec.path, f"read failed ({exc})") from None
+    _check_read(spec, result)
+
+
+def _check_read(spec, result):
+    if result is None:
+        msg = (gdal.GetLastErrorMsg() or "").strip() or "unknown GDAL error"
+        raise InputError(spec.path, f"read failed ({msg})")
+
+
+def _not_value(data, value, out):
+    """out = data != value, with NaN meaning NaN; value is cast to data's type."""
+    if value is None:
+        out[...] = True
+    elif isinstance(value, float) and math.isnan(value):
+        np.isnan(data, out=out)
+        np.logical_not(out, out=out)
+    else:
+        np.not_equal(data, data.dtype.type(value), out=out)

@@ -1,0 +1,212 @@
+"""Open the inputs read-only and describe them: size, georeferencing, bands, nodata, masks.
+
+Nothing here reads pixels. :func:`scan` returns one :class:`SourceInfo` per
+input, in input order, or raises :class:`~.errors.InputError` naming the first
+input that cannot take part.
+"""
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from osgeo import gdal, gdal_array, osr
+
+from .errors import InputError, OptionError
+from .gdalenv import GdalFailure, open_readonly
+
+# GDAL types the core handles, as numpy dtypes.
+SUPPORTED = {np.dtype(t) for t in ("uint8", "int8", "uint16", "int16", "uint32", "int32",
+                                   "uint64", "int64", "float32", "float64")}
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What the planner needs to know of one input (no pixels)."""
+
+    index: int
+    path: str
+    width: int
+    height: int
+    geotransform: tuple
+    crs_wkt: str              # '' when the input has no CRS
+    band_count: int           # bands in the file
+    bands: tuple              # 1-based numbers of the bands taking part, in output order
+    alpha_band: int           # 1-based alpha band number, or 0
+    dtype: str                # numpy name of the common type of the selected bands
+    nodata: tuple             # per selected band: float or None
+    mask_per_dataset: bool    # validity from one mask/alpha band shared by all bands
+    mask_per_band: bool       # validity from each band's own mask band
+    file_size: int
+    mtime_ns: int
+
+    @property
+    def bounds(self):
+        """(xmin, ymin, xmax, ymax) in the input's CRS."""
+        gt = self.geotransform
+        x0, x1 = gt[0], gt[0] + self.width * gt[1]
+        y0, y1 = gt[3], gt[3] + self.height * gt[5]
+        return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
+
+    @property
+    def name(self):
+        return os.path.basename(self.path.rstrip("/")) or self.path
+
+
+def _file_stat(path):
+    try:
+        st = os.stat(path)
+        return st.st_size, st.st_mtime_ns
+    except OSError:
+        stat = gdal.VSIStatL(path)  # /vsizip/, /vsicurl/ ...
+        return (stat.size, int(stat.mtime) * 10**9) if stat else (0, 0)
+
+
+def describe(index, path, bands=None):
+    """Open one input read-only and return its :class:`SourceInfo`.
+
+    Parameters
+    ----------
+    index : int
+        Position of the input in the input list.
+    path : str
+        File name or GDAL connection string.
+    bands : tuple of int, optional
+        Band numbers to keep (BANDS); default: every band but an alpha band.
+
+    Raises
+    ------
+    InputError
+        When the input is missing, not a raster, not georeferenced, rotated,
+        of an unsupported type, or lacks a requested band.
+    """
+    path = str(path)
+    if path and not path.startswith("/vsi") and os.path.exists(path):
+        path = os.path.abspath(path)
+    if not path:
+        raise InputError("(empty name)", "an input has no file name")
+    if os.path.isdir(path):
+        raise InputError(path, "is a folder, not a raster file")
+    try:
+        ds = open_readonly(path)
+    except GdalFailure as exc:
+        if not os.path.exists(path) and gdal.VSIStatL(path) is None:
+            raise InputError(path, "file does not exist") from None
+        raise InputError(path, f"not a raster GDAL can read ({exc})") from None
+    try:
+        return _describe_open(index, path, ds, bands)
+    finally:
+        ds = None
+
+
+def _describe_open(index, path, ds, bands):
+    if ds.RasterCount == 0:
+        raise InputError(path, "has no raster bands")
+    gt = tuple(ds.GetGeoTransform(can_return_null=True) or ())
+    if not gt:
+        raise InputError(path, "has no georeferencing (no geotransform)")
+    if gt[2] != 0 or gt[4] != 0:
+        raise InputError(path, "has a rotated or sheared geotransform; warp it north-up first")
+    if gt[1] <= 0 or gt[5] == 0:
+        raise InputError(path, "has an invalid pixel size in its geotransform")
+    if gt[5] > 0:
+        raise InputError(path, "is south-up (positive pixel height); warp it north-up first")
+
+    alpha = 0
+    for b in range(1, ds.RasterCount + 1):
+        if ds.GetRasterBand(b).GetColorInterpretation() == gdal.GCI_AlphaBand:
+            alpha = b
+    if bands is None:
+        selected = tuple(b for b in range(1, ds.RasterCount + 1) if b != alpha)
+        if not selected:
+            raise InputError(path, "has only an alpha band")
+    else:
+        for b in bands:
+            if b > ds.RasterCount:
+                raise InputError(path, f"has no band {b} (it has {ds.RasterCount}); "
+                                 "check BANDS")
+            if b == alpha:
+                raise InputError(path, f"band {b} is its alpha band, used as the mask; "
+                                 "leave it out of BANDS")
+        selected = tuple(bands)
+
+    dtypes = []
+    nodata = []
+    per_dataset = per_band = False
+    for b in selected:
+        band = ds.GetRasterBand(b)
+        code = gdal_array.GDALTypeCodeToNumericTypeCode(band.DataType)
+        dtype = np.dtype(code) if code is not None else None
+        if dtype is None or dtype not in SUPPORTED:
+            raise InputError(path, f"band {b} has type {gdal.GetDataTypeName(band.DataType)}, "
+                             "which the mosaic does not support")
+        if dtype == np.uint8 and band.GetMetadataItem("PIXELTYPE", "IMAGE_STRUCTURE") == "SIGNEDBYTE":
+            dtype = np.dtype("int8")
+        dtypes.append(dtype)
+        nodata.append(band.GetNoDataValue())
+        flags = band.GetMaskFlags()
+        if flags & gdal.GMF_NODATA or flags == gdal.GMF_ALL_VALID:
+            continue
+        if flags & gdal.GMF_PER_DATASET:
+            per_dataset = True
+        else:
+            per_band = True
+
+    srs = ds.GetSpatialRef()
+    size, mtime = _file_stat(path)
+    return SourceInfo(
+        index=index, path=path, width=ds.RasterXSize, height=ds.RasterYSize,
+        geotransform=gt, crs_wkt=srs.ExportToWkt() if srs is not None else "",
+        band_count=ds.RasterCount, bands=selected, alpha_band=alpha, dtype=np.result_type(*dtypes).name,
+        nodata=tuple(nodata), mask_per_dataset=per_dataset, mask_per_band=per_band,
+        file_size=size, mtime_ns=mtime)
+
+
+def scan(paths, bands=None):
+    """Describe every input and check they can be mosaicked together.
+
+    Raises
+    ------
+    OptionError
+        When there are no inputs.
+    InputError
+        Naming the first input that is unreadable or whose band count or CRS
+        presence differs from the first input's.
+    """
+    paths = [str(p) for p in paths or ()]
+    if not paths:
+        raise OptionError("INPUT", "no input rasters given")
+    infos = [describe(i, p, bands) for i, p in enumerate(paths)]
+    first = infos[0]
+    for info in infos[1:]:
+        if len(info.bands) != len(first.bands):
+            raise InputError(info.path, f"has {len(info.bands)} data band(s) but "
+                             f"{first.name} has {len(first.bands)}; choose common bands "
+                             "with BANDS")
+        if bool(info.crs_wkt) != bool(first.crs_wkt):
+            missing = info if not info.crs_wkt else first
+            raise InputError(missing.path, "has no CRS while other inputs have one; "
+                             "assign one first")
+    return infos
+
+
+def srs_from_wkt(wkt):
+    """An osr.SpatialReference with traditional GIS axis order, or None for ''."""
+    if not wkt:
+        return None
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(wkt)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return srs
+
+
+def srs_from_user(text, option="TARGET_CRS (--target-crs)"):
+    """Parse a CRS given as EPSG:xxxx, WKT, PROJ string... into an osr.SpatialReference."""
+    srs = osr.SpatialReference()
+    try:
+        err = srs.SetFromUserInput(str(text))
+    except RuntimeError:
+        err = 1
+    if err != 0:
+        raise OptionError(option, f"{text!r} is not a CRS GDAL understands")
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return srs

@@ -1,0 +1,203 @@
+"""The output side: checking OUTPUT, the partial GeoTIFF, overviews, COG and the final rename.
+
+The mosaic is written to ``OUTPUT.partial`` (a tiled, compressed GeoTIFF) and
+renamed to OUTPUT only when complete, so a failed or cancelled run never leaves
+a file under the requested name. For COG output the finished partial is copied
+by GDAL's COG driver to ``OUTPUT.cog.partial`` and that file is renamed.
+"""
+
+import errno
+import math
+import os
+import xml.etree.ElementTree as ET
+
+import numpy as np
+from osgeo import gdal, gdal_array
+
+from .errors import OptionError, OutputError
+from .gdalenv import GdalFailure, check, check_status
+
+EXTENSIONS = (".tif", ".tiff")
+
+
+def check_output(output, inputs):
+    """Validate OUTPUT and return it as an absolute path.
+
+    Raises
+    ------
+    OptionError
+        Wrong extension, or OUTPUT is one of the inputs.
+    OutputError
+        The folder does not exist or is not writable, or OUTPUT is a folder.
+    """
+    if not output:
+        raise OptionError("OUTPUT (-o)", "no output file given")
+    output = os.path.abspath(str(output))
+    if not output.lower().endswith(EXTENSIONS):
+        raise OptionError("OUTPUT (-o)", f"{output} must end in .tif or .tiff: the output is "
+                          "always a GeoTIFF")
+    folder = os.path.dirname(output)
+    if not os.path.isdir(folder):
+        raise OutputError(output, f"the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(output, f"the folder {folder} is not writable")
+    if os.path.isdir(output):
+        raise OutputError(output, "is a folder")
+    for path in inputs or ():
+        path = str(path)
+        if os.path.exists(path) and os.path.exists(output) and os.path.samefile(path, output) \
+                or os.path.abspath(path) == output:
+            raise OptionError("OUTPUT (-o)", f"{output} is also an input; choose another file")
+    if os.path.exists(output) and not os.access(output, os.W_OK):
+        raise OutputError(output, "exists and cannot be replaced (read-only)")
+    return output
+
+
+def gdal_type(dtype):
+    """GDAL data type code for a numpy dtype (int8 is Byte + PIXELTYPE=SIGNEDBYTE on GDAL < 3.7)."""
+    dtype = np.dtype(dtype)
+    if dtype == np.int8:
+        return getattr(gdal, "GDT_Int8", gdal.GDT_Byte)
+    return gdal_array.NumericTypeCodeToGDALTypeCode(dtype.type)
+
+
+def create(path, plan):
+    """Create the partial GeoTIFF for ``plan`` (replacing any old one)."""
+    grid = plan.grid
+    co = [f"{k}={v}" for k, v in plan.creation_options.items()]
+    driver = gdal.GetDriverByName("GTiff")
+    try:
+        ds = check(driver.Create, path, grid.width, grid.height, plan.band_count,
+                   gdal_type(plan.out_dtype), co)
+    except GdalFailure as exc:
+        raise _output_error(path, exc, "cannot be created") from None
+    ds.SetGeoTransform(grid.geotransform)
+    if grid.crs_wkt:
+        ds.SetProjection(grid.crs_wkt)
+    if plan.nodata_out is not None:
+        for b in range(1, plan.band_count + 1):
+            ds.GetRasterBand(b).SetNoDataValue(plan.nodata_out)
+    return ds
+
+
+def open_update(path):
+    """Reopen a partial GeoTIFF to resume writing into it."""
+    try:
+        return check(gdal.OpenEx, path, gdal.OF_RASTER | gdal.OF_UPDATE, ["GTiff"])
+    except GdalFailure as exc:
+        raise OutputError(path, f"the partial output cannot be reopened ({exc}); "
+                          "run without RESUME to start over") from None
+
+
+def write_window(ds, path, window, array):
+    """Write one finished window (bands, h, w) at its place."""
+    array = np.ascontiguousarray(array)
+    if array.dtype == np.int8 and not hasattr(gdal, "GDT_Int8"):
+        array = array.view(np.uint8)
+    try:
+        check_status(ds.WriteRaster, window.x, window.y, window.w, window.h, array,
+                     buf_type=gdal_type(array.dtype), band_list=list(range(1, array.shape[0] + 1)))
+    except GdalFailure as exc:
+        raise _output_error(path, exc, f"writing window {window.index + 1} failed") from None
+
+
+def flush(ds, path):
+    """Push every cached block of ``ds`` to the file (raises OutputError on failure)."""
+    try:
+        check_status(ds.FlushCache)
+    except GdalFailure as exc:
+        raise _output_error(path, exc, "flushing the output failed") from None
+
+
+def _output_error(path, exc, what):
+    text = str(exc)
+    if "No space left" in text or "ENOSPC" in text or _disk_full(path):
+        return OutputError(path, f"{what}: no space left on the device")
+    return OutputError(path, f"{what} ({text})")
+
+
+def _disk_full(path):
+    try:
+        st = os.statvfs(os.path.dirname(path) or ".")
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 1024 * 1024
+
+
+def overview_factors(width, height, block):
+    """Overview decimation factors: halve until the smallest level fits in one block."""
+    factors = []
+    factor = 1
+    while math.ceil(width / factor) > block or math.ceil(height / factor) > block:
+        factor *= 2
+        factors.append(factor)
+    return factors
+
+
+def _callback(progress, cancel):
+    def callback(complete, _message, _data):
+        if progress:
+            progress(complete)
+        return 0 if cancel and cancel() else 1
+    return callback
+
+
+def build_overviews(path, plan, progress=None, cancel=None):
+    """Build internal AVERAGE overviews in the (closed) GeoTIFF at ``path``."""
+    factors = overview_factors(plan.grid.width, plan.grid.height, plan.block)
+    if not factors:
+        return []
+    ds = open_update(path)
+    try:
+        check_status(ds.BuildOverviews, "AVERAGE", factors, _callback(progress, cancel))
+        check_status(ds.FlushCache)
+    except GdalFailure as exc:
+        if cancel and cancel():
+            raise
+        raise _output_error(path, exc, "building overviews failed") from None
+    finally:
+        ds = None
+    return factors
+
+
+def cog_options(plan):
+    """The COG driver's creation options matching the plan's GeoTIFF options."""
+    co = plan.creation_options
+    allowed = {e.get("name") for e in ET.fromstring(
+        gdal.GetDriverByName("COG").GetMetadataItem("DMD_CREATIONOPTIONLIST")).iter("Option")}
+    result = {"BLOCKSIZE": str(max(128, plan.block)), "RESAMPLING": "AVERAGE",
+              "OVERVIEWS": "IGNORE_EXISTING"}
+    for key, value in co.items():
+        if key in allowed:
+            result[key] = value
+    return [f"{k}={v}" for k, v in result.items()]
+
+
+def make_cog(src, dst, plan, progress=None, cancel=None):
+    """Copy the finished tiled GeoTIFF ``src`` to a Cloud Optimized GeoTIFF ``dst``."""
+    try:
+        ds = check(gdal.Translate, dst, src, format="COG", creationOptions=cog_options(plan),
+                   callback=_callback(progress, cancel))
+        check_status(ds.FlushCache)
+        ds = None
+    except GdalFailure as exc:
+        _remove(dst)
+        if cancel and cancel():
+            raise
+        raise _output_error(dst, exc, "writing the COG failed") from None
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            raise
+
+
+def publish(src, output):
+    """Move the finished file into place atomically."""
+    try:
+        os.replace(src, output)
+    except OSError as exc:
+        raise OutputError(output, f"cannot move the finished mosaic into place ({exc})") from None
