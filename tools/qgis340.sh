@@ -291,36 +291,44 @@ chroot_is_ready() {
 }
 
 # ---------------------------------------------------------------- locking
+# Runs share the chroot (shared lock); building or deleting it needs the
+# exclusive lock. In a private mount namespace other runs cannot disturb our
+# mounts; without one, runs must not overlap (they would unmount each other's
+# mounts), so they take the exclusive lock too.
+if [[ $_QGIS340_IN_NS == 1 ]]; then RUN_LOCK=-s; else RUN_LOCK=-x; fi
+lock() {  # lock -s|-x
+    if ! flock -n "$1" 9; then
+        log "waiting for another qgis340.sh using $CHROOT"
+        flock "$1" 9
+    fi
+}
 mkdir -p "$(dirname -- "$CHROOT")"
 exec 9>"$CHROOT.lock"
-if ! flock -n -x 9; then
-    log "waiting for another qgis340.sh using $CHROOT"
-    flock -x 9
-fi
+lock "$RUN_LOCK"
 OWN_CHROOT=1
 
 # ----------------------------------------------------------------- build
-if ((REBUILD)); then
-    log "--rebuild: building $CHROOT from scratch"
-    build_chroot
-elif chroot_is_ready; then
-    log "reusing $CHROOT"
-else
-    if [[ -e $CHROOT ]]; then
-        log "$CHROOT is incomplete or from an older recipe: rebuilding from scratch"
+if ((REBUILD)) || ! chroot_is_ready; then
+    lock -x   # not atomic: check again once we hold it
+    if ((REBUILD)); then
+        log "--rebuild: building $CHROOT from scratch"
+        build_chroot
+    elif chroot_is_ready; then
+        log "reusing $CHROOT (built meanwhile by another run)"
     else
-        log "no chroot at $CHROOT yet: building it (10-20 minutes)"
+        if [[ -e $CHROOT ]]; then
+            log "$CHROOT is incomplete or from an older recipe: rebuilding from scratch"
+        else
+            log "no chroot at $CHROOT yet: building it (about 2-20 minutes)"
+        fi
+        build_chroot
     fi
-    build_chroot
+    lock "$RUN_LOCK"
+else
+    log "reusing $CHROOT"
 fi
 
 ((${#CMD[@]})) || exit 0
-
-# In a private namespace other runs cannot disturb our mounts: share the chroot.
-# Without one, runs must not overlap (they would unmount each other's mounts).
-if [[ $_QGIS340_IN_NS == 1 ]]; then
-    flock -s 9
-fi
 
 # ------------------------------------------------------------------- run
 mount_chroot_fs

@@ -1,0 +1,65 @@
+# Streaming Mosaic: everything a developer or CI runs.
+#   make demo        generate a demo tile set and mosaic it through qgis_process
+#   make test        install what is missing, run every test (core, CLI, real QGIS)
+#   make bench       benchmark against GDAL and friends (BENCH_SCALE=ci|small|large)
+#   make package     streaming_mosaic.zip for QGIS's "Install from ZIP"
+#   make deploy      link this checkout into your QGIS profile's plugin folder
+#   make screenshots dialog screenshots and pictures for the README (Xvfb)
+#   make test-qgis340  the same tests in QGIS 3.40 LTR (Debian 13 chroot, root)
+
+PY ?= /usr/bin/python3
+PYTEST ?= $(PY) -m pytest
+PYTEST_ARGS ?= -q
+BUILD ?= build
+QGIS_PROFILE ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
+SKIP_DEPS ?=
+
+DEPS = $(if $(SKIP_DEPS),@true,tools/ensure-deps.sh)
+
+.PHONY: demo test test-unit test-qgis bench bench-smoke package deploy undeploy screenshots \
+        test-qgis340 clean
+
+demo:
+	$(DEPS) run
+	$(PY) tools/demo.py --build $(BUILD)/demo
+
+test:
+	$(DEPS) test
+	$(MAKE) --no-print-directory test-unit test-qgis
+
+test-unit:
+	$(PYTEST) $(PYTEST_ARGS) tests/unit
+
+test-qgis:
+	$(PYTEST) $(PYTEST_ARGS) tests/qgis
+
+bench:
+	$(DEPS) bench
+	$(PY) bench/run.py --scale $${BENCH_SCALE:-small} --readme README.md
+
+bench-smoke:
+	$(DEPS) bench
+	$(PY) bench/run.py --scale ci
+
+package:
+	$(PY) tools/package.py --output streaming_mosaic.zip
+
+deploy:
+	mkdir -p "$(QGIS_PROFILE)/python/plugins"
+	ln -sfn "$(CURDIR)" "$(QGIS_PROFILE)/python/plugins/streaming_mosaic"
+	@echo "linked $(CURDIR) -> $(QGIS_PROFILE)/python/plugins/streaming_mosaic"
+	@echo "restart QGIS and enable 'Streaming Mosaic' in Plugins > Manage and Install Plugins"
+
+undeploy:
+	rm -f "$(QGIS_PROFILE)/python/plugins/streaming_mosaic"
+
+screenshots:
+	$(DEPS) screenshots
+	$(PY) tools/screenshots.py --out resources/screenshots
+
+test-qgis340:
+	tools/qgis340.sh -- make test SKIP_DEPS=1
+
+clean:
+	rm -rf $(BUILD) streaming_mosaic.zip .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +

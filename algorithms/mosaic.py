@@ -1,0 +1,84 @@
+"""``streamingmosaic:mosaic``: the Processing algorithm, thin glue over the core engine."""
+
+import os
+
+from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
+from qgis.PyQt.QtGui import QIcon
+
+from ..core.engine import run
+from ..core.errors import MosaicError
+from ..core.options import enum_token
+from .help import help_url, short_help
+from .parameters import add_parameters, read_options, tr
+from .requirements import missing_requirements
+
+ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources", "icon.svg")
+
+
+class MosaicAlgorithm(QgsProcessingAlgorithm):
+    """Mosaic rasters window by window into a tiled, compressed GeoTIFF or COG."""
+
+    OUTPUT = "OUTPUT"
+
+    def name(self):
+        return "mosaic"
+
+    def displayName(self):
+        return tr("Mosaic rasters (streaming)")
+
+    def group(self):
+        return tr("Raster mosaicking")
+
+    def groupId(self):
+        return "mosaicking"
+
+    def tags(self):
+        return [tr(t) for t in ("mosaic", "merge", "stitch", "vrt", "cog", "composite",
+                                "feather", "reproject", "large", "tiles")]
+
+    def icon(self):
+        return QIcon(ICON)
+
+    def shortHelpString(self):
+        return short_help(
+            "Mosaics any number of rasters into one GeoTIFF or Cloud Optimized GeoTIFF, "
+            "window by window, within the memory budget you set, whatever the size of the "
+            "inputs. Inputs in other CRS are reprojected on the fly; overlaps combine by the "
+            "rule you choose. Run <i>Plan mosaic (dry run)</i> first to check a long job.")
+
+    def helpUrl(self):
+        return help_url("mosaic-rasters-streaming")
+
+    def createInstance(self):
+        return type(self)()
+
+    def canExecute(self):
+        missing = missing_requirements()
+        return (not missing, missing)
+
+    def initAlgorithm(self, config=None):
+        add_parameters(self)
+
+    def processAlgorithm(self, parameters, context, feedback):
+        options = read_options(self, parameters, context)
+
+        def progress(fraction, text):
+            feedback.setProgress(100.0 * fraction)
+            feedback.setProgressText(text)
+
+        def log(message, level="info"):
+            if level == "warning":
+                feedback.pushWarning(message)
+            else:
+                feedback.pushInfo(message)
+
+        try:
+            result = run(options, progress=progress, cancel=feedback.isCanceled, log=log)
+        except MosaicError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        feedback.pushInfo(tr("Finished: {}").format(result.summary()))
+        output = result.output
+        if context.willLoadLayerOnCompletion(output):
+            details = context.layerToLoadOnCompletionDetails(output)
+            details.name = tr("Mosaic ({})").format(enum_token("method", options.method))
+        return {self.OUTPUT: output}

@@ -1,0 +1,28 @@
+"""Shared test set-up: make the checkout importable as ``streaming_mosaic``.
+
+The repository root is the package, whatever the checkout folder is called, so
+the tests put a link named ``streaming_mosaic`` to it in a private folder and
+put that folder first on sys.path (and on PYTHONPATH for subprocesses).
+"""
+
+import os
+import sys
+import tempfile
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PKG_PARENT = tempfile.mkdtemp(prefix="sm-pkg-")
+os.symlink(ROOT, os.path.join(PKG_PARENT, "streaming_mosaic"))
+os.environ["SM_PKG_PARENT"] = PKG_PARENT
+sys.path.insert(0, PKG_PARENT)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [PKG_PARENT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+
+@pytest.fixture
+def pkg_parent():
+    """Folder holding the ``streaming_mosaic`` link (for QGIS_PLUGINPATH)."""
+    return PKG_PARENT

@@ -1,0 +1,55 @@
+"""Test helpers: real GeoTIFFs (from tools/synth.py), the CLI, reading back, GDAL references."""
+
+import hashlib
+import os
+import subprocess
+import sys
+
+from osgeo import gdal
+
+from synth import smooth_field, srs_wkt, tile_set, write_raster  # noqa: F401 (re-exported)
+
+PYTHON = sys.executable
+
+
+def read(path):
+    """(array (bands, rows, cols), geotransform, nodata of band 1)."""
+    ds = gdal.Open(str(path))
+    arr = ds.ReadAsArray()
+    if arr.ndim == 2:
+        arr = arr[None]
+    return arr, ds.GetGeoTransform(), ds.GetRasterBand(1).GetNoDataValue()
+
+
+def checksum(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def folder_state(folder):
+    """{name: sha256} of every file in a folder (to prove inputs are untouched)."""
+    return {name: checksum(os.path.join(folder, name)) for name in sorted(os.listdir(folder))
+            if os.path.isfile(os.path.join(folder, name))}
+
+
+def run_cli(*args, check=False, timeout=300, env=None):
+    """Run ``python3 -m streaming_mosaic`` and return the CompletedProcess."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    proc = subprocess.run([PYTHON, "-m", "streaming_mosaic", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=full_env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"CLI failed ({proc.returncode}): {proc.stderr}")
+    return proc
+
+
+def vrt_reference(paths, out, **buildvrt_options):
+    """gdalbuildvrt + gdal_translate of the inputs: GDAL's own mosaic ('last' on top)."""
+    vrt = str(out) + ".vrt"
+    gdal.BuildVRT(vrt, [str(p) for p in paths], **buildvrt_options)
+    gdal.Translate(str(out), vrt)
+    os.remove(vrt)
+    return str(out)

@@ -1,0 +1,53 @@
+#!/bin/sh
+# Install what a make target needs and is missing (Debian 12 / Ubuntu, apt).
+# Usage: tools/ensure-deps.sh run|test|bench|screenshots
+# Runs apt-get as root (or through sudo); prints what to install otherwise.
+set -eu
+
+PY=/usr/bin/python3
+need=""
+
+want_pkg() { need="$need $1"; }
+has_module() { [ -x "$PY" ] && "$PY" -c "import $1" >/dev/null 2>&1; }
+has_cmd() { command -v "$1" >/dev/null 2>&1; }
+
+# Everything needs QGIS, GDAL and numpy.
+has_module qgis.core || want_pkg "qgis python3-qgis qgis-providers"
+has_module osgeo.gdal || want_pkg python3-gdal
+has_module numpy || want_pkg python3-numpy
+has_cmd qgis_process.bin || want_pkg "qgis qgis-providers"
+has_cmd gdalbuildvrt || want_pkg gdal-bin
+has_cmd git || want_pkg git
+
+for target in "$@"; do
+    case $target in
+        run) ;;
+        test)
+            has_module pytest || want_pkg python3-pytest
+            has_module rasterio || want_pkg python3-rasterio ;;
+        bench)
+            has_module rasterio || want_pkg python3-rasterio
+            has_module matplotlib || want_pkg python3-matplotlib
+            [ -x /usr/bin/time ] || want_pkg time ;;
+        screenshots)
+            has_module matplotlib || want_pkg python3-matplotlib
+            has_cmd xvfb-run || want_pkg "xvfb xauth" ;;
+        *) echo "ensure-deps: unknown target $target" >&2; exit 2 ;;
+    esac
+done
+
+[ -z "$need" ] && exit 0
+echo "ensure-deps: installing:$need" >&2
+if [ "$(id -u)" -eq 0 ]; then
+    SUDO=""
+elif has_cmd sudo; then
+    SUDO="sudo"
+else
+    echo "ensure-deps: run as root, or install:$need" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+# shellcheck disable=SC2086
+$SUDO apt-get update -q >/dev/null
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -q --no-install-recommends $need >/dev/null
