@@ -9,7 +9,7 @@ from ..core.engine import run
 from ..core.errors import MosaicError
 from ..core.options import enum_token
 from .help import help_url, short_help
-from .parameters import add_parameters, read_options, tr
+from .parameters import add_parameters, input_problem, read_options, tr
 from .requirements import missing_requirements
 
 ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources", "icon.svg")
@@ -56,15 +56,23 @@ class MosaicAlgorithm(QgsProcessingAlgorithm):
         missing = missing_requirements()
         return (not missing, missing)
 
+    def checkParameterValues(self, parameters, context):
+        ok, message = super().checkParameterValues(parameters, context)
+        return (False, input_problem(parameters, context) or message) if not ok else (ok, message)
+
     def initAlgorithm(self, config=None):
         add_parameters(self)
 
     def processAlgorithm(self, parameters, context, feedback):
         options = read_options(self, parameters, context)
 
+        last_text = [None]
+
         def progress(fraction, text):
             feedback.setProgress(100.0 * fraction)
-            feedback.setProgressText(text)
+            if text != last_text[0]:  # the dialog appends every progress text to its log
+                last_text[0] = text
+                feedback.setProgressText(text)
 
         def log(message, level="info"):
             if level == "warning":

@@ -12,10 +12,12 @@ from qgis.core import (QgsProcessingException, QgsProcessingParameterBoolean,
                        QgsProcessingParameterCrs, QgsProcessingParameterEnum,
                        QgsProcessingParameterExtent, QgsProcessingParameterMultipleLayers,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
-                       QgsProcessingParameterString, QgsRasterLayer)
+                       QgsProcessingParameterString, QgsProcessingUtils, QgsRasterLayer)
 from qgis.PyQt.QtCore import QCoreApplication
 
+from ..core.errors import MosaicError
 from ..core.options import PARAMS, Options
+from ..core.sources import describe as describe_source
 from .compat import ADVANCED, DOUBLE, INTEGER, RASTER, crs_text
 
 
@@ -78,12 +80,38 @@ def input_paths(algorithm, parameters, context):
                                             "as a GeoTIFF first").format(layer.name()))
         source = layer.source()
         paths.append(source.split("|")[0] if os.path.exists(source.split("|")[0]) else source)
+    value = parameters.get("INPUT")
+    if paths and isinstance(value, (list, tuple)) and len(paths) < len(value):
+        # Some entries did not load (e.g. a missing file in a batch row: QGIS does not always
+        # check values first): name it rather than mosaic without it.
+        problem = input_problem(parameters, context)
+        if problem:
+            raise QgsProcessingException(problem)
     if not paths and _is_set(parameters, "INPUT"):
         # Files the project does not hold as layers (qgis_process, models): keep the names
         # so the core reports exactly which one is missing or unreadable.
         value = parameters["INPUT"]
         paths = [str(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
     return paths
+
+
+def input_problem(parameters, context):
+    """A message naming the first INPUT file that is not a readable raster, or ''.
+
+    QGIS's own check only says "Incorrect parameter value for INPUT"; this names the file.
+    """
+    value = parameters.get("INPUT")
+    for i, item in enumerate(value if isinstance(value, (list, tuple)) else [value]):
+        if not isinstance(item, str) or not item:
+            continue
+        layer = QgsProcessingUtils.mapLayerFromString(item, context, False)
+        if isinstance(layer, QgsRasterLayer):
+            continue
+        try:
+            describe_source(i, item.split("|")[0])
+        except MosaicError as exc:
+            return "INPUT: {}".format(exc)
+    return ""
 
 
 def read_options(algorithm, parameters, context, plan_only=False):

@@ -100,3 +100,15 @@ def qgis_process_json(*args, timeout=300):
     start = proc.stdout.find("{")
     data = json.loads(proc.stdout[start:]) if start >= 0 else None
     return proc, data
+
+
+@pytest.fixture(scope="session")
+def qgis_json_enabled(qgis_process_enabled):
+    """qgis_process_json with the plugin enabled in the throwaway profile."""
+    return qgis_process_json
+
+
+@pytest.fixture(scope="session")
+def qgis_profile():
+    """The throwaway QGIS config folder (QGIS_CUSTOM_CONFIG_PATH) and the environment used."""
+    return PROFILE, dict(QGIS_ENV)
