@@ -24,13 +24,18 @@ class Acc:
     count: np.ndarray = None           # uint32: number of valid inputs (count, mean, feather)
     weight: np.ndarray = None          # float64: sum of feather weights
     single: np.ndarray = None          # work type: last valid value (feather's exact path)
+    tmp: np.ndarray = None             # bool scratch of the same shape (saves allocations)
 
     def view(self, ox, oy, w, h):
         """Accumulators restricted to columns ox..ox+w and rows oy..oy+h."""
         def cut(a):
             return None if a is None else a[:, oy:oy + h, ox:ox + w]
         return Acc(cut(self.value), cut(self.filled), cut(self.count), cut(self.weight),
-                   cut(self.single))
+                   cut(self.single), cut(self.tmp))
+
+    def scratch_bool(self):
+        """A bool array shaped like the accumulators, free to overwrite."""
+        return np.empty_like(self.filled) if self.tmp is None else self.tmp
 
 
 def _valid_or_all(acc, valid):
@@ -39,7 +44,7 @@ def _valid_or_all(acc, valid):
 
 def update_first(acc, data, valid, weight=None):
     """Keep the first valid value (earlier inputs on top)."""
-    take = np.logical_not(acc.filled)
+    take = np.logical_not(acc.filled, out=acc.scratch_bool())
     if valid is not None:
         take &= valid
     np.copyto(acc.value, data, where=take, casting="unsafe")
@@ -59,9 +64,10 @@ def update_last(acc, data, valid, weight=None):
 def _extreme(func):
     def update(acc, data, valid, weight=None):
         valid = _valid_or_all(acc, valid)
-        both = acc.filled & valid
+        both = np.logical_and(acc.filled, valid, out=acc.scratch_bool())
         func(acc.value, data, out=acc.value, where=both, casting="unsafe")
-        fresh = valid & ~acc.filled
+        fresh = np.logical_not(acc.filled, out=both)
+        fresh &= valid
         np.copyto(acc.value, data, where=fresh, casting="unsafe")
         acc.filled |= valid
     return update
@@ -179,14 +185,26 @@ RULES = {
 }
 
 
-def new_acc(rule, shape, input_dtype):
-    """Fresh accumulators for a window of ``shape`` (bands, rows, cols)."""
-    acc = Acc(np.zeros(shape, rule.work_dtype(input_dtype)), np.zeros(shape, bool))
+def new_acc(rule, shape, input_dtype, arrays=None):
+    """Zeroed accumulators for a window of ``shape`` (bands, rows, cols).
+
+    ``arrays(name, shape, dtype)`` may supply reusable buffers (a thread's
+    scratch space); by default fresh arrays are allocated.
+    """
+    def zeros(name, dtype):
+        if arrays is None:
+            return np.zeros(shape, dtype)
+        buf = arrays(name, shape, dtype)
+        buf.fill(0)
+        return buf
+
+    acc = Acc(zeros("acc.value", rule.work_dtype(input_dtype)), zeros("acc.filled", bool))
+    acc.tmp = arrays("acc.tmp", shape, bool) if arrays is not None else None
     if rule.counts:
-        acc.count = np.zeros(shape, np.uint32)
+        acc.count = zeros("acc.count", np.uint32)
     if rule.weights:
-        acc.weight = np.zeros(shape, np.float64)
-        acc.single = np.zeros(shape, input_dtype)
+        acc.weight = zeros("acc.weight", np.float64)
+        acc.single = zeros("acc.single", input_dtype)
     return acc
 
 
@@ -219,33 +237,41 @@ def nudged(nodata, dtype):
     return dtype.type(nodata + 1 if nodata < info.max else nodata - 1)
 
 
-def finalize(rule, acc, out_dtype, nodata):
+def finalize(rule, acc, out_dtype, nodata, out=None):
     """Turn accumulators into output values.
 
     Pixels where no input is valid get ``nodata`` (0 when None). A valid result
     equal to ``nodata`` is moved to the nearest other value (:func:`nudged`) so
     it does not become a hole.
 
+    Parameters
+    ----------
+    out : numpy.ndarray, optional
+        Buffer of the window's shape and ``out_dtype`` to write into; without
+        it the result may be one of the accumulators, changed in place.
+
     Returns
     -------
     (array, int)
         The output window and how many valid pixels were moved off nodata.
     """
-    out = cast(rule.result(acc), out_dtype)  # may be an accumulator itself, changed in place
+    values = cast(rule.result(acc), out_dtype)
+    if out is not None:
+        np.copyto(out, values)
+    else:
+        out = values
     moved = 0
+    empty = np.logical_not(acc.filled, out=acc.scratch_bool())
     if nodata is None:
-        out[~acc.filled] = 0
+        out[empty] = 0
         return out, moved
     fill = np.dtype(out_dtype).type(nodata)
-    if np.isnan(fill):
-        hit = np.isnan(out)
-    else:
-        hit = out == fill
+    hit = np.isnan(out) if np.isnan(fill) else out == fill
     hit &= acc.filled
     moved = int(np.count_nonzero(hit))
     if moved:
         out[hit] = nudged(nodata, out_dtype)
-    out[~acc.filled] = fill
+    out[empty] = fill
     return out, moved
 
 

@@ -34,7 +34,9 @@ from .gdalenv import GdalFailure, check, open_readonly
 from .options import RESAMPLINGS
 
 # Resampling methods a VRT source can apply; others go through the warper.
-VRT_RESAMPLINGS = {"near", "bilinear", "cubic", "cubicspline", "lanczos", "average", "mode"}
+# Not "average": GDAL 3.6 VRT sources average differently depending on the
+# window read, so windowed results would depend on CHUNK_SIZE.
+VRT_RESAMPLINGS = {"near", "bilinear", "cubic", "cubicspline", "lanczos", "mode"}
 
 # Working memory the warper may use for one warped read (counted in the budget).
 WARP_MEMORY = 16 * 2**20
@@ -55,6 +57,8 @@ class SourceSpec:
     nodata: tuple       # direct: per band nodata value or None
     dtype: str
     xml: str = None     # vrt/warp: the VRT document to open
+    alpha: int = 0      # direct: alpha band also masking a nodata input; vrt: 1 when the
+                        # last mask band is such an alpha band (shared by all bands)
 
 
 def _aligned(value):
@@ -114,8 +118,10 @@ def _direct_spec(info, grid, origin):
     else:
         mode = "none"
     nodata = tuple(nd if _representable(nd, info.dtype) else None for nd in info.nodata)
+    # GDAL's mask of a band with a nodata value ignores the alpha band: apply both.
+    alpha = info.alpha_band if mode == "nodata" else 0
     return SourceSpec(info.index, info.path, "direct", bbox, origin, info.bands, (), mode,
-                      nodata, info.dtype)
+                      nodata, info.dtype, alpha=alpha)
 
 
 def _vrt_spec(info, grid, bbox, resampling):
@@ -148,9 +154,24 @@ def _vrt_spec(info, grid, bbox, resampling):
             msrc.remove(props)
         mask.append(msrc)
         mask_bands.append(number)
+    alpha = bool(info.alpha_band and any(nd is not None for nd in info.nodata))
+    if alpha:
+        # The bands' masks are their nodata masks then: add the alpha band itself.
+        band = ET.SubElement(root, "VRTRasterBand", dataType="Byte",
+                             band=str(len(data_bands) + len(mask_bands) + 1))
+        first = sources[0].find("SimpleSource")
+        asrc = copy.deepcopy(first if first is not None else sources[0].find("ComplexSource"))
+        asrc.attrib.pop("resampling", None)
+        asrc.find("SourceBand").text = str(info.alpha_band)
+        props = asrc.find("SourceProperties")
+        if props is not None:
+            asrc.remove(props)
+        band.append(asrc)
+        mask_bands.append(len(data_bands) + len(mask_bands) + 1)
     return SourceSpec(info.index, info.path, "vrt", bbox, (0, 0),
                       tuple(range(1, len(data_bands) + 1)), tuple(mask_bands), "none",
-                      (None,) * len(info.bands), info.dtype, ET.tostring(root, "unicode"))
+                      (None,) * len(info.bands), info.dtype, ET.tostring(root, "unicode"),
+                      alpha=int(alpha))
 
 
 def _warp_spec(info, grid, bbox, resampling):
@@ -255,13 +276,20 @@ def read(spec, handles, scratch, x0, y0, x1, y1, nodata_input=None, key="src"):
         masks = scratch.array(key + ".mask", (len(spec.mask_bands), h, w), np.uint8)
         _read_into(ds, spec, sx, sy, w, h, masks, spec.mask_bands)
         valid = scratch.array(key + ".valid", (nb, h, w), bool)
-        np.not_equal(masks, 0, out=valid if len(spec.mask_bands) == nb else valid[:1])
-        if len(spec.mask_bands) != nb:
+        per_band = len(spec.mask_bands) - spec.alpha
+        np.not_equal(masks[:per_band], 0, out=valid if per_band == nb else valid[:1])
+        if per_band != nb:
             valid[1:] = valid[:1]
+        if spec.alpha:
+            valid &= masks[-1:] != 0
     elif spec.mask_mode == "nodata":
         valid = scratch.array(key + ".valid", (nb, h, w), bool)
         for b, nd in enumerate(spec.nodata):
             _not_value(data[b], nd, valid[b])
+        if spec.alpha:
+            alpha = scratch.array(key + ".mask", (h, w), np.uint8)
+            _check_read(spec, ds.GetRasterBand(spec.alpha).ReadAsArray(sx, sy, w, h, buf_obj=alpha))
+            valid &= (alpha != 0)[None]
     elif spec.mask_mode in ("dataset", "band"):
         valid = scratch.array(key + ".valid", (nb, h, w), bool)
         masks = scratch.array(key + ".mask", (h, w), np.uint8)

@@ -29,7 +29,7 @@ class Context:
         self.handles.close()
 
 
-def render_window(plan, window, ctx=None):
+def render_window(plan, window, ctx=None, out=None):
     """Composite one output window.
 
     Parameters
@@ -38,6 +38,8 @@ def render_window(plan, window, ctx=None):
     window : Window
     ctx : Context, optional
         Reused datasets and buffers of the calling thread.
+    out : numpy.ndarray, optional
+        (bands, h, w) buffer of the output type to write the result into.
 
     Returns
     -------
@@ -54,7 +56,8 @@ def render_window(plan, window, ctx=None):
     """
     ctx = ctx or Context()
     rule = RULES[plan.method]
-    acc = new_acc(rule, (plan.band_count, window.h, window.w), plan.input_dtype)
+    acc = new_acc(rule, (plan.band_count, window.h, window.w), plan.input_dtype,
+                  ctx.scratch.array)
     ids = plan.index.sources_for(window.index)
     if rule.reverse:
         ids = ids[::-1]
@@ -80,7 +83,9 @@ def render_window(plan, window, ctx=None):
         rule.update(acc.view(ox, oy, data.shape[2], data.shape[1]), data, valid, weight)
         if rule.stop_when_full and acc.filled.all():
             break
-    return finalize(rule, acc, plan.out_dtype, plan.nodata_out)
+    if out is None:
+        out = np.empty((plan.band_count, window.h, window.w), plan.out_dtype)
+    return finalize(rule, acc, plan.out_dtype, plan.nodata_out, out)
 
 
 def _read_feathered(plan, spec, ctx, window):
