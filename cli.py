@@ -66,6 +66,29 @@ def build_parser():
     return parser
 
 
+def _attach_negative_values(parser, argv):
+    """Join ``--extent -10,40,10,50`` into ``--extent=-10,40,10,50``.
+
+    argparse takes a value starting with ``-`` for an option unless it is a
+    plain negative number, so negative extents (or ``--nodata-input -1e9``)
+    would be refused.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = []
+    i = 0
+    while i < len(argv):
+        action = parser._option_string_actions.get(argv[i])
+        if (action is not None and action.nargs is None and action.option_strings
+                and not isinstance(action, argparse._StoreConstAction) and i + 1 < len(argv)
+                and argv[i + 1][:1] == "-" and argv[i + 1][1:2] in tuple("0123456789.")):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def options_from_args(args):
     """Turn parsed arguments into core :class:`Options`."""
     values = {}
@@ -140,7 +163,8 @@ def main(argv=None):
 
     err = sys.stderr
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(_attach_negative_values(parser, argv))
         options = options_from_args(args)
         bar = ProgressBar(err, args.quiet)
         if args.plan:

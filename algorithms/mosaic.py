@@ -9,10 +9,24 @@ from ..core.engine import run
 from ..core.errors import MosaicError
 from ..core.options import enum_token
 from .help import help_url, short_help
-from .parameters import add_parameters, input_problem, read_options, tr
+from .parameters import add_parameters, check_parameters, read_options, tr
 from .requirements import missing_requirements
 
 ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources", "icon.svg")
+
+
+# The dialog's log gets a "window i/n" line for every window of runs up to this many
+# windows; longer runs log every k-th window (and the first and last) instead.
+MAX_WINDOW_LINES = 200
+
+
+def _worth_logging(text):
+    if not text.startswith("window "):
+        return True
+    done, _, total = text[7:].partition("/")
+    done, total = int(done), int(total)
+    step = -(-total // MAX_WINDOW_LINES)
+    return done in (1, total) or done % step == 0
 
 
 class MosaicAlgorithm(QgsProcessingAlgorithm):
@@ -57,8 +71,7 @@ class MosaicAlgorithm(QgsProcessingAlgorithm):
         return (not missing, missing)
 
     def checkParameterValues(self, parameters, context):
-        ok, message = super().checkParameterValues(parameters, context)
-        return (False, input_problem(parameters, context) or message) if not ok else (ok, message)
+        return check_parameters(self, parameters, context)
 
     def initAlgorithm(self, config=None):
         add_parameters(self)
@@ -70,9 +83,10 @@ class MosaicAlgorithm(QgsProcessingAlgorithm):
 
         def progress(fraction, text):
             feedback.setProgress(100.0 * fraction)
-            if text != last_text[0]:  # the dialog appends every progress text to its log
-                last_text[0] = text
-                feedback.setProgressText(text)
+            if text == last_text[0] or not _worth_logging(text):
+                return  # the dialog appends every progress text to its log
+            last_text[0] = text
+            feedback.setProgressText(text)
 
         def log(message, level="info"):
             if level == "warning":

@@ -12,7 +12,8 @@ from qgis.core import (QgsProcessingException, QgsProcessingParameterBoolean,
                        QgsProcessingParameterCrs, QgsProcessingParameterEnum,
                        QgsProcessingParameterExtent, QgsProcessingParameterMultipleLayers,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
-                       QgsProcessingParameterString, QgsProcessingUtils, QgsRasterLayer)
+                       QgsProcessingParameterString, QgsProcessingUtils, QgsMapLayer,
+                       QgsRasterLayer)
 from qgis.PyQt.QtCore import QCoreApplication
 
 from ..core.errors import MosaicError
@@ -71,27 +72,39 @@ def _is_set(parameters, name):
     return value is not None and value != ""
 
 
-def input_paths(algorithm, parameters, context):
-    """File names of the INPUT layers; a non-GDAL layer is an error naming it."""
-    paths = []
-    for layer in algorithm.parameterAsLayerList(parameters, "INPUT", context):
-        if not isinstance(layer, QgsRasterLayer) or layer.providerType() != "gdal":
-            raise QgsProcessingException(tr("INPUT: layer '{}' is not a GDAL raster file; save it "
-                                            "as a GeoTIFF first").format(layer.name()))
-        source = layer.source()
-        paths.append(source.split("|")[0] if os.path.exists(source.split("|")[0]) else source)
+def _input_items(parameters):
     value = parameters.get("INPUT")
-    if paths and isinstance(value, (list, tuple)) and len(paths) < len(value):
-        # Some entries did not load (e.g. a missing file in a batch row: QGIS does not always
-        # check values first): name it rather than mosaic without it.
-        problem = input_problem(parameters, context)
-        if problem:
-            raise QgsProcessingException(problem)
-    if not paths and _is_set(parameters, "INPUT"):
-        # Files the project does not hold as layers (qgis_process, models): keep the names
-        # so the core reports exactly which one is missing or unreadable.
-        value = parameters["INPUT"]
-        paths = [str(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+    if value is None or value == "":
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _layer_path(layer):
+    if not isinstance(layer, QgsRasterLayer) or layer.providerType() != "gdal":
+        raise QgsProcessingException(tr("INPUT: layer '{}' is not a GDAL raster file; save it "
+                                        "as a GeoTIFF first").format(layer.name()))
+    source = layer.source()
+    return source.split("|")[0] if os.path.exists(source.split("|")[0]) else source
+
+
+def input_paths(algorithm, parameters, context):
+    """File names of the INPUT rasters, without loading files as QGIS layers.
+
+    Layers already in the project (or given as layer objects) give their source;
+    any other string is a file name handed to the core as is. Loading files as
+    layers would make QGIS compute statistics for a default style (slow with
+    thousands of inputs) and write ``.aux.xml`` files next to the inputs.
+    """
+    paths = []
+    for item in _input_items(parameters):
+        if isinstance(item, QgsMapLayer):
+            paths.append(_layer_path(item))
+        elif isinstance(item, str):
+            layer = QgsProcessingUtils.mapLayerFromString(item, context, False)
+            paths.append(_layer_path(layer) if layer is not None else item)
+        else:  # expressions and other values QGIS knows how to evaluate
+            paths.extend(_layer_path(layer) for layer in
+                         algorithm.parameterAsLayerList({"INPUT": item}, "INPUT", context))
     return paths
 
 
@@ -100,18 +113,35 @@ def input_problem(parameters, context):
 
     QGIS's own check only says "Incorrect parameter value for INPUT"; this names the file.
     """
-    value = parameters.get("INPUT")
-    for i, item in enumerate(value if isinstance(value, (list, tuple)) else [value]):
+    items = _input_items(parameters)
+    if not items:
+        return tr("INPUT: no input rasters given")
+    for i, item in enumerate(items):
         if not isinstance(item, str) or not item:
             continue
-        layer = QgsProcessingUtils.mapLayerFromString(item, context, False)
-        if isinstance(layer, QgsRasterLayer):
+        if QgsProcessingUtils.mapLayerFromString(item, context, False) is not None:
             continue
         try:
             describe_source(i, item.split("|")[0])
         except MosaicError as exc:
             return "INPUT: {}".format(exc)
     return ""
+
+
+def check_parameters(algorithm, parameters, context):
+    """QGIS's parameter check, except that INPUT files are not loaded as layers.
+
+    QgsProcessingAlgorithm.checkParameterValues loads every file of a multiple
+    layer parameter into the project's temporary store (statistics, .aux.xml
+    files next to the inputs); INPUT is checked by opening the files read-only.
+    """
+    for definition in algorithm.parameterDefinitions():
+        if definition.name() == "INPUT":
+            continue
+        if not definition.checkValueIsAcceptable(parameters.get(definition.name()), context):
+            return False, tr("Incorrect parameter value for {}").format(definition.name())
+    problem = input_problem(parameters, context)
+    return (not problem, problem)
 
 
 def read_options(algorithm, parameters, context, plan_only=False):

@@ -12,7 +12,7 @@ from ..core.report import figures, footprint_rings, html_report, input_rows
 from .compat import FAST_INSERT, POLYGON, VECTOR_POLYGON, field
 from .help import help_url, short_help
 from .mosaic import ICON
-from .parameters import add_parameters, input_problem, read_options, tr
+from .parameters import add_parameters, check_parameters, read_options, tr
 from .requirements import missing_requirements
 
 NUMBERS = (("WIDTH", "width", "Output width (pixels)"),
@@ -75,8 +75,7 @@ class PlanAlgorithm(QgsProcessingAlgorithm):
         return (not missing, missing)
 
     def checkParameterValues(self, parameters, context):
-        ok, message = super().checkParameterValues(parameters, context)
-        return (False, input_problem(parameters, context) or message) if not ok else (ok, message)
+        return check_parameters(self, parameters, context)
 
     def initAlgorithm(self, config=None):
         add_parameters(self, plan_only=True)

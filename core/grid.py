@@ -110,7 +110,26 @@ def footprints(infos, target):
         unlink_quiet(name)
         result.append(Footprint((gt[0], gt[3] + h * gt[5], gt[0] + w * gt[1], gt[3]),
                                 (gt[1], -gt[5]), False))
-    return result
+    return _snap_resolutions(result)
+
+
+def _snap_resolutions(prints):
+    """Give a reprojected input the pixel size of a native input when they agree to 1e-6.
+
+    The warper suggests e.g. 9.99999974 m for a 10 m tile of a neighbouring UTM
+    zone; with RESOLUTION=highest that would put every native 10 m tile on an
+    off-round grid and resample it for nothing.
+    """
+    native = {fp.res for fp in prints if fp.same_crs}
+    snapped = []
+    for fp in prints:
+        if not fp.same_crs:
+            for res in native:
+                if all(abs(a - b) <= 1e-6 * b for a, b in zip(fp.res, res)):
+                    fp = Footprint(fp.bounds, res, False)
+                    break
+        snapped.append(fp)
+    return snapped
 
 
 def extent_in_target(options, target):
@@ -185,13 +204,17 @@ def compute(infos, options):
             assert kwargs["resolution"] in RESOLUTIONS
             if options.target_aligned_pixels:
                 # -tap needs an explicit -tr: take the resolution GDAL chose first.
-                gt = _build(proxies, kwargs)[0]
+                gt = _build(proxies, kwargs, bounds is not None)[0]
                 kwargs.pop("resolution")
                 kwargs.update(xRes=gt[1], yRes=-gt[5], targetAlignedPixels=True)
         else:
             kwargs.update(xRes=pixel, yRes=pixel,
                           targetAlignedPixels=bool(options.target_aligned_pixels))
-        gt, width, height = _build(proxies, kwargs)
+        if bounds is None and "xRes" in kwargs and not all(fp.same_crs for fp in prints):
+            # With -tr, gdalwarp first rounds the union to whole pixels of the finest
+            # suggested resolution: do the same so mixed-CRS grids match gdalwarp's.
+            kwargs["outputBounds"] = _warp_union(prints)
+        gt, width, height = _build(proxies, kwargs, bounds is not None)
     finally:
         for name in names:
             unlink_quiet(name)
@@ -203,17 +226,32 @@ def compute(infos, options):
     return grid, prints
 
 
-def _build(proxies, kwargs):
+def _warp_union(prints):
+    """The footprints' union as gdalwarp makes it: whole pixels of the finest resolution."""
+    xmin = min(fp.bounds[0] for fp in prints)
+    ymax = max(fp.bounds[3] for fp in prints)
+    rx = min(fp.res[0] for fp in prints)
+    ry = min(fp.res[1] for fp in prints)
+    nx = int((max(fp.bounds[2] for fp in prints) - xmin) / rx + 0.5)
+    ny = int((ymax - min(fp.bounds[1] for fp in prints)) / ry + 0.5)
+    return xmin, ymax - ny * ry, xmin + nx * rx, ymax
+
+
+def _build(proxies, kwargs, user_extent=False):
     name = f"/vsimem/streaming_mosaic/{uuid.uuid4().hex}.vrt"
+    flag = PARAM_BY_ATTR["extent"].flag()
     try:
         ds = check(gdal.BuildVRT, name, proxies, **kwargs)
         result = ds.GetGeoTransform(), ds.RasterXSize, ds.RasterYSize
         ds = None
     except GdalFailure as exc:
+        if user_extent:
+            raise OptionError(flag, f"{kwargs.get('outputBounds')} gives no usable output grid, "
+                              f"e.g. it is smaller than one pixel ({exc})") from None
         raise OptionError("INPUT", f"GDAL cannot build an output grid from these inputs ({exc})") from None
     finally:
         unlink_quiet(name)
     gt, w, h = result
     if w <= 0 or h <= 0:
-        raise OptionError("EXTENT", "the output grid is empty")
+        raise OptionError(flag, "the output grid is empty")
     return result

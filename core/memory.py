@@ -5,7 +5,8 @@ Model (bytes)::
     MEMORY_MB = GDAL block cache                         (cache_fraction of the budget)
               + threads x warp working memory            (only when inputs are reprojected)
               + threads x per-thread window working set  (accumulators, reads, temporaries)
-              + queued finished windows x output window  (waiting for the writer)
+              + (threads + 2) x finished output window   (recycled buffers: in the
+                                                           workers, queued, being written)
 
 The window side is the largest multiple of the output block size whose working
 set fits what is left after the cache. The interpreter itself (Python, numpy,
@@ -41,7 +42,8 @@ class Budget:
     @property
     def estimated_peak(self):
         """Bytes this run may hold at most (cache + buffers)."""
-        return self.cache + self.threads * (self.per_window + self.warp) + self.in_flight * self.out_window
+        return (self.cache + self.threads * (self.per_window + self.warp)
+                + (self.in_flight + 1) * self.out_window)
 
     def describe(self):
         return (f"{self.total / MB:.0f} MB budget: GDAL cache {self.cache / MB:.0f} MB, "
@@ -50,16 +52,21 @@ class Budget:
 
 
 def window_working_set(chunk, bands, rule, input_dtype, out_dtype, halo=0):
-    """Bytes one thread holds while rendering a ``chunk`` x ``chunk`` window."""
+    """Bytes one thread holds while rendering a ``chunk`` x ``chunk`` window.
+
+    Accumulators and the bool scratch of the window, the read buffers of one
+    input (data, validity, mask, temporary), the float result of mean/feather
+    and, for feather, the distance transform of the haloed window.
+    """
     px = chunk * chunk * bands
     read_side = chunk + 2 * halo
     read_px = read_side * read_side * bands
     in_size = np.dtype(input_dtype).itemsize
-    acc = px * rule.bytes_per_sample(input_dtype)
-    # read buffer + validity + mask bytes, plus one bool temporary of the window
-    read = read_px * (in_size + 2) + px
-    finish = px * (8 + 1 + np.dtype(out_dtype).itemsize)  # float result, masks, cast copy
-    feather = read_side * read_side * 4 * 5 if rule.weights else 0
+    acc = px * (rule.bytes_per_sample(input_dtype) + 1)
+    read = read_px * (in_size + 3)
+    finish = px * (8 + np.dtype(out_dtype).itemsize) if rule.work != "input" \
+        else px * np.dtype(out_dtype).itemsize
+    feather = read_side * read_side * 30 + px * 8 if rule.weights else 0
     return acc + read + finish + feather
 
 
@@ -91,7 +98,7 @@ def plan_budget(memory_mb, threads, block, bands, rule, input_dtype, out_dtype,
     def cost(side, nthreads):
         per = window_working_set(side, bands, rule, input_dtype, out_dtype, halo)
         out = side * side * bands * out_size
-        return per, out, cache + nthreads * (per + warp) + (nthreads + 1) * out
+        return per, out, cache + nthreads * (per + warp) + (nthreads + 2) * out
 
     if chunk:
         side = min(math.ceil(chunk / block) * block, largest)

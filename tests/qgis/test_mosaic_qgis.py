@@ -282,9 +282,21 @@ def test_bad_input_raises_a_clear_error_and_touches_nothing(qgis_app, tmp_path, 
     assert {p: checksum(p) for p in paths} == before
     if params["OUTPUT"] not in paths:
         assert not os.path.exists(params["OUTPUT"])
-    # Nothing new but QGIS's own statistics side files (.aux.xml) next to the inputs.
-    new = {n for n in set(os.listdir(tmp_path)) - listing if not n.endswith(".aux.xml")}
-    assert new == set()
+    # Nothing new next to the inputs: not even QGIS's statistics side files (.aux.xml),
+    # since the algorithm never loads input files as layers.
+    assert set(os.listdir(tmp_path)) - listing == set()
+
+
+def test_a_run_writes_nothing_next_to_its_inputs(qgis_app, tmp_path):
+    paths = tile_set(tmp_path, seed=8, grid=(2, 2), size=(80, 60), overlap=10, bands=3,
+                     dtype="uint16")
+    before = {name: checksum(tmp_path / name) for name in os.listdir(tmp_path)}
+    out = tmp_path / "out" / "mosaic.tif"
+    out.parent.mkdir()
+    _run({"INPUT": paths, "OUTPUT": str(out), "OVERVIEWS": True})
+    assert {name: checksum(tmp_path / name) for name in os.listdir(tmp_path)
+            if name != "out"} == before
+    assert os.listdir(out.parent) == ["mosaic.tif"]
 
 
 def test_concurrent_runs_in_threads_match_sequential_runs(qgis_app, uint_tiles, tmp_path):
