@@ -16,12 +16,16 @@ import collections
 import concurrent.futures
 import dataclasses
 import os
+import queue
 import threading
 import time
+import traceback
+
+import numpy as np
 
 from . import checkpoint, writer
 from .errors import Cancelled, MosaicError, OutputError
-from .gdalenv import cache_budget, thread_env
+from .gdalenv import cache_budget, thread_env, tune_malloc
 from .plan import describe, make_plan
 from .render import Context, render_window
 
@@ -67,6 +71,11 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+# Open datasets kept per worker thread: each holds decoder state and buffers (about
+# half a MB for a tiled GeoTIFF behind a VRT), so the cap is part of the memory budget.
+HANDLES_PER_THREAD = 16
+
+
 def _open_files_per_thread(threads):
     limit = 1024
     if resource is not None:
@@ -74,7 +83,7 @@ def _open_files_per_thread(threads):
             limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         except (ValueError, OSError):
             pass
-    return max(8, min(256, (limit - 64) // (2 * max(threads, 1))))
+    return max(4, min(HANDLES_PER_THREAD, (limit - 64) // (2 * max(threads, 1))))
 
 
 def run(options, progress=None, cancel=None, log=None):
@@ -104,6 +113,7 @@ def run(options, progress=None, cancel=None, log=None):
     cancel = cancel or (lambda: False)
     log = log or (lambda message, level="info": None)
     started = time.monotonic()
+    tune_malloc()
     output = writer.check_output(options.output, options.inputs)
     with thread_env():
         plan, start = _plan_with_resume(options, output, log)
@@ -148,6 +158,13 @@ def _write_all(plan, output, start, progress, cancel, log):
     else:
         checkpoint.remove(output)
         ds = writer.create(partial, plan)
+        # Closing a new GeoTIFF gives every tile an entry (GDAL writes one compressed
+        # empty tile for all, or extends an uncompressed file). Done now, a failed
+        # write later (full disk) cannot make the closing GDAL place never-written
+        # tiles over the one being written, and the partial stays resumable.
+        writer.flush(ds, partial)
+        ds = None
+        ds = writer.open_update(partial)
         _checkpoint(ds, partial, output, print_, 0, total)
     phase = 0.8 if plan.options.cog or plan.options.overviews else 1.0
     state = {"done": start, "durable": start, "moved": 0}
@@ -164,8 +181,20 @@ def _write_all(plan, output, start, progress, cancel, log):
         with lock:
             contexts.append(local.ctx)
 
+    # Finished windows go into recycled flat buffers: at most in_flight + 1 exist.
+    buffers = queue.SimpleQueue()
+    full = plan.band_count * plan.budget.chunk * plan.budget.chunk
+
     def task(index):
-        return render_window(plan, plan.windows[index], local.ctx)
+        window = plan.windows[index]
+        try:
+            buf = buffers.get_nowait()
+        except queue.Empty:
+            buf = np.empty(full, plan.out_dtype)
+        out = buf[:plan.band_count * window.h * window.w].reshape(
+            plan.band_count, window.h, window.w)
+        array, moved = render_window(plan, window, local.ctx, out)
+        return array, moved, buf
 
     pool = concurrent.futures.ThreadPoolExecutor(plan.threads, "streaming-mosaic",
                                                  initializer=init_worker)
@@ -178,11 +207,12 @@ def _write_all(plan, output, start, progress, cancel, log):
                 while next_index < total and len(pending) < plan.budget.in_flight:
                     pending.append(pool.submit(task, next_index))
                     next_index += 1
-                array, moved = _wait(pending[0], cancel)
+                array, moved, buf = _wait(pending[0], cancel)
                 pending.popleft()
                 window = plan.windows[state["done"]]
                 writer.write_window(ds, partial, window, array)
                 del array
+                buffers.put(buf)
                 state["moved"] += moved
                 state["done"] += 1
                 progress(phase * state["done"] / total, f"window {state['done']}/{total}")
@@ -209,18 +239,32 @@ def _write_all(plan, output, start, progress, cancel, log):
             "checkpoint were kept: run again with RESUME to continue, or delete "
             f"{os.path.basename(partial)}*", partial=partial) from None
     except OutputError as exc:
+        _release(exc)
         ds = None
-        if state["durable"] > 0:
+        if state["durable"] > 0 and not writer.damaged_blocks(partial):
             raise OutputError(exc.path, f"{str(exc)[len(exc.path) + 2:]}; the partial output "
                               f"and its checkpoint ({state['durable']} of {total} windows) were "
                               f"kept: free space and run again with RESUME, or delete "
                               f"{os.path.basename(partial)}*") from None
         checkpoint.remove(output)
+        if state["durable"] > 0:
+            raise OutputError(exc.path, f"{str(exc)[len(exc.path) + 2:]}; the failed write "
+                              "damaged the partial output, so it was removed") from None
         raise
-    except BaseException:
+    except BaseException as exc:
+        _release(exc)
         ds = None
         checkpoint.remove(output)
         raise
+
+
+def _release(exc):
+    """Clear the frames an error keeps alive: they hold the output dataset, which
+    must close here, under the run's quiet GDAL error handler, not when the caller
+    drops the error (GDAL would then print its own errors on stderr)."""
+    while exc is not None:
+        traceback.clear_frames(exc.__traceback__)
+        exc = exc.__context__
 
 
 def _wait(future, cancel):
@@ -261,6 +305,9 @@ def _finish(plan, output, progress, cancel):
             checkpoint.remove(output)
     except MosaicError:
         raise
+    except KeyboardInterrupt:
+        raise Cancelled(f"interrupted while finishing; the complete partial output {partial} "
+                        "was kept: run again with RESUME to finish it", partial=partial) from None
     except Exception as exc:  # a GDAL failure while cancelling
         if cancel():
             raise Cancelled(f"cancelled while finishing; the complete partial output {partial} "

@@ -3,6 +3,7 @@
 Model (bytes)::
 
     MEMORY_MB = GDAL block cache                         (cache_fraction of the budget)
+              + GDAL working memory outside the cache    (open datasets, compression jobs)
               + threads x warp working memory            (only when inputs are reprojected)
               + threads x per-thread window working set  (accumulators, reads, temporaries)
               + (threads + 2) x finished output window   (recycled buffers: in the
@@ -23,6 +24,7 @@ CACHE_FRACTION = 0.25
 CACHE_MIN = 8 * MB
 CACHE_MAX = 1024 * MB
 MAX_CHUNK = 8192
+GDAL_OVERHEAD = 8 * MB
 
 
 @dataclass(frozen=True)
@@ -37,12 +39,13 @@ class Budget:
     per_window: int      # one thread's working set for a full window
     out_window: int      # one finished output window
     warp: int            # warp memory per thread (0 without reprojection)
+    overhead: int        # GDAL working memory outside the cache (datasets, compression)
     fits: bool           # False when even the smallest window exceeds the budget
 
     @property
     def estimated_peak(self):
         """Bytes this run may hold at most (cache + buffers)."""
-        return (self.cache + self.threads * (self.per_window + self.warp)
+        return (self.cache + self.overhead + self.threads * (self.per_window + self.warp)
                 + (self.in_flight + 1) * self.out_window)
 
     def describe(self):
@@ -92,13 +95,17 @@ def plan_budget(memory_mb, threads, block, bands, rule, input_dtype, out_dtype,
     total = int(memory_mb) * MB
     cache = int(min(max(total * CACHE_FRACTION, CACHE_MIN), CACHE_MAX))
     warp = 16 * MB if warped else 0
+    # GDAL's own working memory outside the cache: open datasets (16 per thread),
+    # and the GeoTIFF writer's compression jobs (about two tiles per thread).
+    block_bytes = block * block * bands * np.dtype(out_dtype).itemsize
+    overhead = GDAL_OVERHEAD + threads * 2 * block_bytes
     out_size = np.dtype(out_dtype).itemsize
     largest = max(block, math.ceil(max(grid_size) / block) * block)
 
     def cost(side, nthreads):
         per = window_working_set(side, bands, rule, input_dtype, out_dtype, halo)
         out = side * side * bands * out_size
-        return per, out, cache + nthreads * (per + warp) + (nthreads + 2) * out
+        return per, out, cache + overhead + nthreads * (per + warp) + (nthreads + 2) * out
 
     if chunk:
         side = min(math.ceil(chunk / block) * block, largest)
@@ -118,4 +125,5 @@ def plan_budget(memory_mb, threads, block, bands, rule, input_dtype, out_dtype,
             else:
                 side = block
     per, out, need = cost(side, nthreads)
-    return Budget(total, cache, side, nthreads, nthreads + 1, per, out, warp, need <= total)
+    return Budget(total, cache, side, nthreads, nthreads + 1, per, out, warp, overhead,
+                  need <= total)

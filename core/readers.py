@@ -41,6 +41,12 @@ VRT_RESAMPLINGS = {"near", "bilinear", "cubic", "cubicspline", "lanczos", "mode"
 # Working memory the warper may use for one warped read (counted in the budget).
 WARP_MEMORY = 16 * 2**20
 
+# Error (pixels) allowed to GDAL's approximate transformer: gdalwarp's default, so
+# results agree best with gdalwarp's. Near a source pixel edge either tool may pick
+# the neighbouring pixel, depending on how the output is cut into chunks (measured:
+# 0.3% of pixels for a WGS 84 tile warped to UTM; 0 is exact but 4.5x slower).
+WARP_ERROR = 0.125
+
 
 @dataclass(frozen=True)
 class SourceSpec:
@@ -190,7 +196,8 @@ def _warp_spec(info, grid, bbox, resampling):
         ds = check(gdal.Warp, "", src, format="VRT", dstSRS=grid.crs_wkt,
                    outputBounds=grid.window_bounds(x0, y0, x1, y1),
                    xRes=grid.res[0], yRes=grid.res[1], resampleAlg=resampling,
-                   dstAlpha=True, warpMemoryLimit=WARP_MEMORY, multithread=False)
+                   dstAlpha=True, warpMemoryLimit=WARP_MEMORY, multithread=False,
+                   errorThreshold=WARP_ERROR)
         xml = ds.GetMetadata("xml:VRT")[0]
         count = ds.RasterCount
         ds = None

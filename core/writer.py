@@ -6,9 +6,12 @@ a file under the requested name. For COG output the finished partial is copied
 by GDAL's COG driver to ``OUTPUT.cog.partial`` and that file is renamed.
 """
 
+import contextlib
 import errno
 import math
 import os
+import signal
+import threading
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -105,8 +108,44 @@ def flush(ds, path):
     """Push every cached block of ``ds`` to the file (raises OutputError on failure)."""
     try:
         check_status(ds.FlushCache)
+        # GDAL 3.6 writes the last block's data but not its TileOffsets entry in the
+        # first flush; the second writes the directory, so the file on disk holds
+        # every window written so far (what the resume journal then claims).
+        check_status(ds.FlushCache)
     except GdalFailure as exc:
         raise _output_error(path, exc, "flushing the output failed") from None
+
+
+def damaged_blocks(path):
+    """Name the first block of a closed partial GeoTIFF that overlaps another block
+    (as an uncompressed file closed after a failed write can have), or return None.
+
+    GDAL rewrites an existing block in place when the new data fits, so resuming
+    into such a file would write windows over each other. Blocks cut short by or
+    lying past the end of the file are fine: they are not durable yet and are
+    written again on resume.
+    """
+    try:
+        ds = check(gdal.OpenEx, path, gdal.OF_RASTER | gdal.OF_READONLY, ["GTiff"])
+    except GdalFailure:
+        return "the file cannot be opened"
+    separate = ds.GetMetadataItem("INTERLEAVE", "IMAGE_STRUCTURE") == "BAND"
+    bx, by = ds.GetRasterBand(1).GetBlockSize()
+    regions = []
+    for b in range(1, ds.RasterCount + 1 if separate else 2):
+        band = ds.GetRasterBand(b)
+        for y in range(-(-ds.RasterYSize // by)):
+            for x in range(-(-ds.RasterXSize // bx)):
+                offset = int(band.GetMetadataItem(f"BLOCK_OFFSET_{x}_{y}", "TIFF") or 0)
+                count = int(band.GetMetadataItem(f"BLOCK_SIZE_{x}_{y}", "TIFF") or 0)
+                if offset and count:
+                    regions.append((offset, count, f"block {x},{y} of band {b}"))
+    end = 0
+    for offset, count, name in sorted(regions):
+        if offset < end:
+            return name
+        end = max(end, offset + count)
+    return None
 
 
 def _output_error(path, exc, what):
@@ -138,8 +177,35 @@ def _callback(progress, cancel):
     def callback(complete, _message, _data):
         if progress:
             progress(complete)
-        return 0 if cancel and cancel() else 1
+        return 0 if callback.interrupted or (cancel and cancel()) else 1
+    callback.interrupted = False
     return callback
+
+
+@contextlib.contextmanager
+def _signals_deferred(callback):
+    """Let Ctrl-C / SIGTERM stop a long GDAL call through its progress callback.
+
+    GDAL's bindings print and drop an exception raised in a callback (a
+    KeyboardInterrupt there became a traceback and a "failed" error), so while
+    the call runs the main thread's Python signal handlers only record the
+    signal; the original handler runs (and raises) when the call is over.
+    """
+    saved, caught = {}, []
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            handler = signal.getsignal(signum)
+            if callable(handler):
+                saved[signum] = handler
+                signal.signal(signum, lambda *sig: (caught.append(sig),
+                                                    setattr(callback, "interrupted", True)))
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+        if caught:
+            saved[caught[0][0]](*caught[0])
 
 
 def build_overviews(path, plan, progress=None, cancel=None):
@@ -148,9 +214,11 @@ def build_overviews(path, plan, progress=None, cancel=None):
     if not factors:
         return []
     ds = open_update(path)
+    callback = _callback(progress, cancel)
     try:
-        check_status(ds.BuildOverviews, "AVERAGE", factors, _callback(progress, cancel))
-        check_status(ds.FlushCache)
+        with _signals_deferred(callback):
+            check_status(ds.BuildOverviews, "AVERAGE", factors, callback)
+            check_status(ds.FlushCache)
     except GdalFailure as exc:
         if cancel and cancel():
             raise
@@ -175,11 +243,17 @@ def cog_options(plan):
 
 def make_cog(src, dst, plan, progress=None, cancel=None):
     """Copy the finished tiled GeoTIFF ``src`` to a Cloud Optimized GeoTIFF ``dst``."""
+    callback = _callback(progress, cancel)
     try:
-        ds = check(gdal.Translate, dst, src, format="COG", creationOptions=cog_options(plan),
-                   callback=_callback(progress, cancel))
-        check_status(ds.FlushCache)
+        with _signals_deferred(callback):
+            ds = check(gdal.Translate, dst, src, format="COG",
+                       creationOptions=cog_options(plan), callback=callback)
+            check_status(ds.FlushCache)
+            ds = None
+    except KeyboardInterrupt:
         ds = None
+        _remove(dst)
+        raise
     except GdalFailure as exc:
         _remove(dst)
         if cancel and cancel():
