@@ -16,7 +16,7 @@ SKIP_DEPS ?=
 
 DEPS = $(if $(SKIP_DEPS),@true,tools/ensure-deps.sh)
 
-.PHONY: demo test test-unit test-qgis bench bench-smoke package deploy undeploy screenshots \
+.PHONY: demo test test-unit test-qgis bench bench-smoke package deploy undeploy screenshots lint \
         test-qgis340 clean
 
 demo:
@@ -63,3 +63,7 @@ test-qgis340:
 clean:
 	rm -rf $(BUILD) streaming_mosaic.zip .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
+
+lint:
+	@command -v ruff >/dev/null 2>&1 || { echo "lint: install ruff (pip install ruff)"; exit 1; }
+	ruff check .

@@ -5,9 +5,15 @@ spellings; QGIS 3.22 only has the old ones. Everything version-dependent is
 resolved here once.
 """
 
-from qgis.core import (Qgis, QgsFeatureSink, QgsField, QgsProcessing,
-                       QgsProcessingParameterDefinition)
-from qgis.core import QgsProcessingParameterNumber, QgsWkbTypes
+from qgis.core import (
+    Qgis,
+    QgsFeatureSink,
+    QgsField,
+    QgsProcessing,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterNumber,
+    QgsWkbTypes,
+)
 
 
 def _pick(new_owner, new_name, old_owner, old_name):

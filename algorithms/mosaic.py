@@ -1,19 +1,13 @@
 """``streamingmosaic:mosaic``: the Processing algorithm, thin glue over the core engine."""
 
-import os
-
-from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
-from qgis.PyQt.QtGui import QIcon
+from qgis.core import QgsProcessingException
 
 from ..core.engine import run
 from ..core.errors import MosaicError
 from ..core.options import enum_token
+from .base import StreamingMosaicAlgorithm
 from .help import help_url, short_help
-from .parameters import add_parameters, check_parameters, read_options, tr
-from .requirements import missing_requirements
-
-ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources", "icon.svg")
-
+from .parameters import add_parameters, read_options, tr
 
 # The dialog's log gets a "window i/n" line for every window of runs up to this many
 # windows; longer runs log every k-th window (and the first and last) instead.
@@ -29,7 +23,7 @@ def _worth_logging(text):
     return done in (1, total) or done % step == 0
 
 
-class MosaicAlgorithm(QgsProcessingAlgorithm):
+class MosaicAlgorithm(StreamingMosaicAlgorithm):
     """Mosaic rasters window by window into a tiled, compressed GeoTIFF or COG."""
 
     OUTPUT = "OUTPUT"
@@ -40,18 +34,9 @@ class MosaicAlgorithm(QgsProcessingAlgorithm):
     def displayName(self):
         return tr("Mosaic rasters (streaming)")
 
-    def group(self):
-        return tr("Raster mosaicking")
-
-    def groupId(self):
-        return "mosaicking"
-
     def tags(self):
         return [tr(t) for t in ("mosaic", "merge", "stitch", "vrt", "cog", "composite",
                                 "feather", "reproject", "large", "tiles")]
-
-    def icon(self):
-        return QIcon(ICON)
 
     def shortHelpString(self):
         return short_help(
@@ -62,16 +47,6 @@ class MosaicAlgorithm(QgsProcessingAlgorithm):
 
     def helpUrl(self):
         return help_url("mosaic-rasters-streaming")
-
-    def createInstance(self):
-        return type(self)()
-
-    def canExecute(self):
-        missing = missing_requirements()
-        return (not missing, missing)
-
-    def checkParameterValues(self, parameters, context):
-        return check_parameters(self, parameters, context)
 
     def initAlgorithm(self, config=None):
         add_parameters(self)

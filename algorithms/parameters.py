@@ -8,12 +8,20 @@ default or help text: they all come from the table.
 
 import os
 
-from qgis.core import (QgsProcessingException, QgsProcessingParameterBoolean,
-                       QgsProcessingParameterCrs, QgsProcessingParameterEnum,
-                       QgsProcessingParameterExtent, QgsProcessingParameterMultipleLayers,
-                       QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
-                       QgsProcessingParameterString, QgsProcessingUtils, QgsMapLayer,
-                       QgsRasterLayer)
+from qgis.core import (
+    QgsMapLayer,
+    QgsProcessingException,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterCrs,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterString,
+    QgsProcessingUtils,
+    QgsRasterLayer,
+)
 from qgis.PyQt.QtCore import QCoreApplication
 
 from ..core.errors import MosaicError

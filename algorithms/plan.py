@@ -1,19 +1,25 @@
 """``streamingmosaic:plan``: check a mosaic job before running it (reads no pixels)."""
 
-from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFields, QgsGeometry, QgsPointXY,
-                       QgsProcessingAlgorithm, QgsProcessingException,
-                       QgsProcessingOutputNumber, QgsProcessingOutputString,
-                       QgsProcessingParameterFeatureSink, QgsProcessingParameterFileDestination)
-from qgis.PyQt.QtGui import QIcon
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsFeature,
+    QgsFields,
+    QgsGeometry,
+    QgsPointXY,
+    QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFileDestination,
+)
 
 from ..core.errors import MosaicError
 from ..core.plan import describe, make_plan
 from ..core.report import figures, footprint_rings, html_report, input_rows
+from .base import StreamingMosaicAlgorithm
 from .compat import FAST_INSERT, POLYGON, VECTOR_POLYGON, field
 from .help import help_url, short_help
-from .mosaic import ICON
-from .parameters import add_parameters, check_parameters, read_options, tr
-from .requirements import missing_requirements
+from .parameters import add_parameters, read_options, tr
 
 NUMBERS = (("WIDTH", "width", "Output width (pixels)"),
            ("HEIGHT", "height", "Output height (pixels)"),
@@ -32,7 +38,7 @@ FIELDS = (("file", "string"), ("path", "string"), ("crs", "string"), ("res_x", "
           ("data_type", "string"), ("nodata", "string"), ("reprojected", "bool"))
 
 
-class PlanAlgorithm(QgsProcessingAlgorithm):
+class PlanAlgorithm(StreamingMosaicAlgorithm):
     """Report the output grid, windows, memory and disk estimates, and warnings."""
 
     REPORT = "REPORT"
@@ -44,17 +50,8 @@ class PlanAlgorithm(QgsProcessingAlgorithm):
     def displayName(self):
         return tr("Plan mosaic (dry run)")
 
-    def group(self):
-        return tr("Raster mosaicking")
-
-    def groupId(self):
-        return "mosaicking"
-
     def tags(self):
         return [tr(t) for t in ("mosaic", "plan", "dry run", "estimate", "footprint")]
-
-    def icon(self):
-        return QIcon(ICON)
 
     def shortHelpString(self):
         return short_help(
@@ -66,16 +63,6 @@ class PlanAlgorithm(QgsProcessingAlgorithm):
 
     def helpUrl(self):
         return help_url("plan-mosaic-dry-run")
-
-    def createInstance(self):
-        return type(self)()
-
-    def canExecute(self):
-        missing = missing_requirements()
-        return (not missing, missing)
-
-    def checkParameterValues(self, parameters, context):
-        return check_parameters(self, parameters, context)
 
     def initAlgorithm(self, config=None):
         add_parameters(self, plan_only=True)

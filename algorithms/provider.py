@@ -1,15 +1,12 @@
 """The ``streamingmosaic`` Processing provider."""
 
-import os
-
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from ..core import __version__
+from .base import ICON
 from .mosaic import MosaicAlgorithm
 from .plan import PlanAlgorithm
-
-ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources", "icon.svg")
 
 
 class StreamingMosaicProvider(QgsProcessingProvider):

@@ -65,23 +65,31 @@ def cache_budget(nbytes):
 
 
 @contextlib.contextmanager
+def thread_config(config):
+    """Set GDAL config options for this thread only, restoring them on exit."""
+    saved = {key: gdal.GetThreadLocalConfigOption(key, None) for key in config}
+    for key, value in config.items():
+        gdal.SetThreadLocalConfigOption(key, value)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            gdal.SetThreadLocalConfigOption(key, value)
+
+
+@contextlib.contextmanager
 def thread_env(extra=None):
     """Apply the run's GDAL config options and a quiet error handler to this thread.
 
     Both are thread-local in GDAL, so this must be entered in every thread that
     calls GDAL for the run; the previous values are restored on exit.
     """
-    config = dict(extra or {})
-    saved = {key: gdal.GetThreadLocalConfigOption(key, None) for key in config}
-    for key, value in config.items():
-        gdal.SetThreadLocalConfigOption(key, value)
-    gdal.PushErrorHandler("CPLQuietErrorHandler")
-    try:
-        yield
-    finally:
-        gdal.PopErrorHandler()
-        for key, value in saved.items():
-            gdal.SetThreadLocalConfigOption(key, value)
+    with thread_config(dict(NO_READDIR, **(extra or {}))):
+        gdal.PushErrorHandler("CPLQuietErrorHandler")
+        try:
+            yield
+        finally:
+            gdal.PopErrorHandler()
 
 
 def check(func, *args, **kwargs):
@@ -123,10 +131,19 @@ def last_error():
     return (gdal.GetLastErrorMsg() or "").strip()
 
 
+# GDAL lists an input's folder on every open to find side-car files; in a folder of
+# 10,000 tiles that is quadratic (3,000 opens: 5.4 s, 1.3 s with stat() per side-car).
+NO_READDIR = {"GDAL_DISABLE_READDIR_ON_OPEN": "YES"}
+
+
 def open_readonly(path):
-    """Open a raster read-only, raising :class:`GdalFailure` with GDAL's message."""
-    return check(gdal.OpenEx, str(path),
-                 gdal.OF_RASTER | gdal.OF_READONLY | gdal.OF_VERBOSE_ERROR)
+    """Open a raster read-only, raising :class:`GdalFailure` with GDAL's message.
+
+    Side-car files (.aux.xml, .msk, .ovr, world files) are still found, by stat().
+    """
+    with thread_config(NO_READDIR):
+        return check(gdal.OpenEx, str(path),
+                     gdal.OF_RASTER | gdal.OF_READONLY | gdal.OF_VERBOSE_ERROR)
 
 
 def unlink_quiet(name):

@@ -94,9 +94,11 @@ def footprints(infos, target):
     """Each input's :class:`Footprint` in the target CRS (no pixels read)."""
     result = []
     target_wkt = target.ExportToWkt() if target is not None else None
+    native = {}  # CRS WKT -> same as the target? (10,000 tiles share a handful)
     for info in infos:
-        src = srs_from_wkt(info.crs_wkt)
-        if same_crs(src, target):
+        if info.crs_wkt not in native:
+            native[info.crs_wkt] = same_crs(srs_from_wkt(info.crs_wkt), target)
+        if native[info.crs_wkt]:
             result.append(Footprint(info.bounds, (info.geotransform[1], -info.geotransform[5]),
                                     True))
             continue
@@ -182,8 +184,10 @@ def compute(infos, options):
     # one-band proxy with its footprint in the target CRS, so the builder sees
     # homogeneous sources (it skips inputs whose types or colour interpretations
     # differ) and reprojected inputs take part with their suggested footprint.
+    pixel = options.pixel_size if options.pixel_size and options.pixel_size > 0 else None
+    mode = enum_token("resolution", options.resolution)
     proxies = []
-    for fp in prints:
+    for fp in _representatives(prints, mode if pixel is None else "user"):
         name = f"/vsimem/streaming_mosaic/{uuid.uuid4().hex}.vrt"
         x0, y0, x1, y1 = fp.bounds
         w = max(1, round((x1 - x0) / fp.res[0]))
@@ -196,12 +200,11 @@ def compute(infos, options):
         proxies.append(name)
     names = proxies
 
-    pixel = options.pixel_size if options.pixel_size and options.pixel_size > 0 else None
     kwargs = dict(bandList=[1], allowProjectionDifference=True, outputBounds=bounds)
     try:
         if pixel is None:
-            kwargs["resolution"] = enum_token("resolution", options.resolution)
-            assert kwargs["resolution"] in RESOLUTIONS
+            kwargs["resolution"] = mode
+            assert mode in RESOLUTIONS
             if options.target_aligned_pixels:
                 # -tap needs an explicit -tr: take the resolution GDAL chose first.
                 gt = _build(proxies, kwargs, bounds is not None)[0]
@@ -224,6 +227,22 @@ def compute(infos, options):
         raise OptionError(PARAM_BY_ATTR["extent"].flag(),
                           f"{tuple(round(v, 6) for v in bounds)} does not overlap any input")
     return grid, prints
+
+
+def _representatives(prints, mode):
+    """The footprints that decide the grid, so 10,000 inputs need not all be proxies.
+
+    The union extent is set by the inputs reaching the four extremes; the highest
+    and lowest resolutions by the inputs having them. Only the average of
+    different resolutions needs every input.
+    """
+    if mode == "average" and len({fp.res for fp in prints}) > 1:
+        return prints
+    keys = (lambda fp: fp.bounds[0], lambda fp: fp.bounds[1], lambda fp: -fp.bounds[2],
+            lambda fp: -fp.bounds[3], lambda fp: fp.res[0], lambda fp: fp.res[1],
+            lambda fp: -fp.res[0], lambda fp: -fp.res[1])
+    chosen = sorted({min(range(len(prints)), key=lambda i: key(prints[i])) for key in keys})
+    return [prints[i] for i in chosen]
 
 
 def _warp_union(prints):

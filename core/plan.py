@@ -18,8 +18,7 @@ from . import grid as gridmod
 from .composite import RULES
 from .errors import InputError, OptionError
 from .memory import MB, Budget, plan_budget
-from .options import (PARAM_BY_ATTR, enum_token, parse_bands, parse_creation_options,
-                      validate_numbers)
+from .options import PARAM_BY_ATTR, enum_token, parse_bands, parse_creation_options, validate_numbers
 from .readers import build_spec
 from .sources import describe as describe_source
 from .sources import scan, srs_from_wkt

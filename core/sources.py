@@ -5,6 +5,7 @@ input, in input order, or raises :class:`~.errors.InputError` naming the first
 input that cannot take part.
 """
 
+import concurrent.futures
 import os
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ from osgeo import gdal, gdal_array, osr
 
 from .errors import InputError, OptionError
 from .gdalenv import GdalFailure, open_readonly
+from .geokeys import cached_crs_wkt
 
 # GDAL types the core handles, as numpy dtypes.
 SUPPORTED = {np.dtype(t) for t in ("uint8", "int8", "uint16", "int16", "uint32", "int32",
@@ -151,14 +153,36 @@ def _describe_open(index, path, ds, bands):
         else:
             per_band = True
 
-    srs = ds.GetSpatialRef()
+    def crs_of_dataset():
+        srs = ds.GetSpatialRef()
+        return srs.ExportToWkt() if srs is not None else ""
+
     size, mtime = _file_stat(path)
     return SourceInfo(
         index=index, path=path, width=ds.RasterXSize, height=ds.RasterYSize,
-        geotransform=gt, crs_wkt=srs.ExportToWkt() if srs is not None else "",
+        geotransform=gt, crs_wkt=cached_crs_wkt(path, crs_of_dataset),
         band_count=ds.RasterCount, bands=selected, alpha_band=alpha, dtype=np.result_type(*dtypes).name,
         nodata=tuple(nodata), mask_per_dataset=per_dataset, mask_per_band=per_band,
         file_size=size, mtime_ns=mtime)
+
+
+def describe_all(paths, bands=None, threads=None):
+    """:func:`describe` every input, in parallel for many inputs; errors in input order.
+
+    Reading a GeoTIFF's CRS costs about 0.3 ms (PROJ lookups), 3 s for 10,000
+    inputs, and GDAL releases the GIL meanwhile, so threads divide it.
+    """
+    threads = threads or min(8, os.cpu_count() or 1)
+    if len(paths) < 64 or threads < 2:
+        return [describe(i, p, bands) for i, p in enumerate(paths)]
+    with concurrent.futures.ThreadPoolExecutor(threads, initializer=_quiet_thread) as pool:
+        return list(pool.map(lambda item: describe(item[0], item[1], bands), enumerate(paths),
+                             chunksize=32))
+
+
+def _quiet_thread():
+    # A pool thread lives only for the scan; GDAL's messages become our errors.
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
 
 
 def scan(paths, bands=None):
@@ -175,7 +199,7 @@ def scan(paths, bands=None):
     paths = [str(p) for p in paths or ()]
     if not paths:
         raise OptionError("INPUT", "no input rasters given")
-    infos = [describe(i, p, bands) for i, p in enumerate(paths)]
+    infos = describe_all(paths, bands)
     first = infos[0]
     for info in infos[1:]:
         if len(info.bands) != len(first.bands):

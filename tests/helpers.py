@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 from osgeo import gdal
 
 from synth import smooth_field, srs_wkt, tile_set, write_raster  # noqa: F401 (re-exported)
@@ -53,3 +54,26 @@ def vrt_reference(paths, out, **buildvrt_options):
     gdal.Translate(str(out), vrt)
     os.remove(vrt)
     return str(out)
+
+
+def dilate(mask, r):
+    """Binary dilation of a 2-D mask by a (2r+1) x (2r+1) square."""
+    padded = np.pad(mask, r)
+    out = np.zeros_like(mask)
+    h, w = mask.shape
+    for dy in range(2 * r + 1):
+        for dx in range(2 * r + 1):
+            out |= padded[dy:dy + h, dx:dx + w]
+    return out
+
+
+def corrupt_block(path, bx, by, seed=0):
+    """Overwrite the compressed bytes of one block of a tiled GeoTIFF (header intact)."""
+    ds = gdal.Open(str(path))
+    band = ds.GetRasterBand(1)
+    offset = int(band.GetMetadataItem(f"BLOCK_OFFSET_{bx}_{by}", "TIFF"))
+    size = int(band.GetMetadataItem(f"BLOCK_SIZE_{bx}_{by}", "TIFF"))
+    ds = None
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(np.random.default_rng(seed).integers(0, 256, size, np.uint8).tobytes())

@@ -20,10 +20,14 @@ QGIS_PLUGINS = "/usr/share/qgis/python/plugins"
 
 def mosaic_then_hillshade():
     """A model: input rasters -> streamingmosaic:mosaic -> native:hillshade -> Hillshade."""
-    from qgis.core import (QgsProcessingModelAlgorithm, QgsProcessingModelChildAlgorithm,
-                           QgsProcessingModelChildParameterSource as Source,
-                           QgsProcessingModelOutput, QgsProcessingModelParameter,
-                           QgsProcessingParameterMultipleLayers)
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelOutput,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterMultipleLayers,
+    )
+    from qgis.core import QgsProcessingModelChildParameterSource as Source
     from qgis.PyQt.QtCore import QPointF
 
     from streaming_mosaic.algorithms.compat import RASTER

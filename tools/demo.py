@@ -16,16 +16,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
+from links import package_link  # noqa: E402
+
 from synth import tile_set  # noqa: E402
 
 
 def qgis_env(build):
     """Environment for qgis_process.bin: headless, throwaway profile, this plugin."""
-    plugins = os.path.join(build, "plugins")
-    os.makedirs(plugins, exist_ok=True)
-    link = os.path.join(plugins, "streaming_mosaic")
-    if not os.path.islink(link):
-        os.symlink(ROOT, link)
+    plugins = package_link(os.path.join(build, "plugins"))
     runtime = os.path.join(build, "xdg")
     tmp = os.path.join(build, "tmp")
     for folder in (runtime, tmp):

@@ -24,6 +24,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
+from links import package_link  # noqa: E402
+
 from synth import tile_set, write_raster  # noqa: E402
 
 PY = "/usr/bin/python3"
@@ -115,19 +117,9 @@ def shrink_png(path, photo=False, limit=280 * 1024):
 
 # ---------------------------------------------------------------- quicklook
 
-def package_path(build):
-    """A folder holding a ``streaming_mosaic`` link to this checkout (for PYTHONPATH)."""
-    pp = os.path.join(build, "pp")
-    os.makedirs(pp, exist_ok=True)
-    link = os.path.join(pp, "streaming_mosaic")
-    if not os.path.islink(link):
-        os.symlink(ROOT, link)
-    return pp
-
-
 def quicklook(build, tiles, png, timeout):
     """Mosaic the tiles with the CLI; draw the result and the input footprints."""
-    pp = package_path(build)
+    pp = package_link(os.path.join(build, "pp"))
     mosaic = os.path.join(build, "quicklook_mosaic.tif")
     for path in (mosaic, mosaic + ".aux.xml"):
         if os.path.exists(path):

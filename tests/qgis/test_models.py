@@ -99,9 +99,13 @@ def test_shipped_model_runs_with_qgis_process(qgis_process_enabled, dem_tiles, e
 
 def _every_parameter_model(registry):
     """A model whose single child takes every mosaic parameter from a model input."""
-    from qgis.core import (QgsProcessingModelAlgorithm, QgsProcessingModelChildAlgorithm,
-                           QgsProcessingModelChildParameterSource as Source,
-                           QgsProcessingModelOutput, QgsProcessingModelParameter)
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelOutput,
+        QgsProcessingModelParameter,
+    )
+    from qgis.core import QgsProcessingModelChildParameterSource as Source
     alg = registry.algorithmById("streamingmosaic:mosaic")
     model = QgsProcessingModelAlgorithm("every parameter", "tests", "tests")
     child = QgsProcessingModelChildAlgorithm("streamingmosaic:mosaic")

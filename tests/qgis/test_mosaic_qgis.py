@@ -336,8 +336,7 @@ def test_concurrent_runs_in_threads_match_sequential_runs(qgis_app, uint_tiles, 
 def test_output_layer_is_named_after_the_method_when_loaded(qgis_app, uint_tiles, tmp_path):
     from processing.gui.Postprocessing import handleAlgorithmResults
     from processing.tools import dataobjects
-    from qgis.core import (QgsProcessing, QgsProcessingFeedback,
-                           QgsProcessingOutputLayerDefinition, QgsProject)
+    from qgis.core import QgsProcessing, QgsProcessingFeedback, QgsProcessingOutputLayerDefinition, QgsProject
     project = QgsProject()
     feedback = QgsProcessingFeedback()
     context = dataobjects.createContext(feedback)

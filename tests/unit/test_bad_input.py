@@ -1,4 +1,5 @@
-"""Every bad input makes the CLI exit 2 with one line naming the file or option, leaving no output and the inputs untouched."""
+"""Every bad input makes the CLI exit 2 with one line naming the file or option,
+leaving no output and the inputs untouched."""
 
 import os
 import shutil
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from helpers import PYTHON, folder_state, run_cli, tile_set, write_raster
+from helpers import PYTHON, corrupt_block, folder_state, run_cli, tile_set, write_raster
 from streaming_mosaic.core import engine
 from streaming_mosaic.core.errors import InputError
 from streaming_mosaic.core.options import Options
@@ -26,18 +27,6 @@ def one_line(stderr):
 
 def leftovers(folder):
     return sorted(n for n in os.listdir(folder) if ".partial" in n)
-
-
-def corrupt_block(path, bx, by, seed=0):
-    """Overwrite the compressed bytes of one block (header and other blocks intact)."""
-    ds = gdal.Open(path)
-    band = ds.GetRasterBand(1)
-    offset = int(band.GetMetadataItem(f"BLOCK_OFFSET_{bx}_{by}", "TIFF"))
-    size = int(band.GetMetadataItem(f"BLOCK_SIZE_{bx}_{by}", "TIFF"))
-    ds = None
-    with open(path, "r+b") as fh:
-        fh.seek(offset)
-        fh.write(np.random.default_rng(seed).integers(0, 256, size, np.uint8).tobytes())
 
 
 def block_is_unreadable(path, bx, by):

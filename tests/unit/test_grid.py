@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from osgeo import gdal, osr
 
-from helpers import read, run_cli, smooth_field, write_raster
+from helpers import dilate, read, run_cli, smooth_field, write_raster
 from streaming_mosaic.core.options import Options
 from streaming_mosaic.core.plan import make_plan
 
@@ -199,16 +199,6 @@ def test_invalid_or_empty_extent_is_refused(small_tiles, tmp_path, extent):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "EXTENT" in lines[0], proc.stderr
     assert not os.path.exists(out)
-
-
-def dilate(mask, r):
-    padded = np.pad(mask, r)
-    out = np.zeros_like(mask)
-    h, w = mask.shape
-    for dy in range(2 * r + 1):
-        for dx in range(2 * r + 1):
-            out |= padded[dy:dy + h, dx:dx + w]
-    return out
 
 
 @pytest.mark.parametrize("resampling", ["bilinear", "cubic", "mode", "average"])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from osgeo import gdal, osr
 
-from helpers import read, run_cli, smooth_field, write_raster
+from helpers import dilate, read, run_cli, smooth_field, write_raster
 
 # A 30 m tile in UTM 32N and a 25 m tile in UTM 33N straddling the zone border
 # (12 E) at 47.5 N, overlapping by about 2 km; a 0.0003 degree tile in EPSG:4326
@@ -52,17 +52,6 @@ def gdalwarp(paths, out, epsg, res, bounds=None, tap=False):
 
 def valid_of(array, nodata):
     return ~np.isnan(array) if np.isnan(nodata) else array != nodata
-
-
-def dilate(mask, r):
-    """Binary dilation by a (2r+1) x (2r+1) square."""
-    padded = np.pad(mask, r)
-    out = np.zeros_like(mask)
-    h, w = mask.shape
-    for dy in range(2 * r + 1):
-        for dx in range(2 * r + 1):
-            out |= padded[dy:dy + h, dx:dx + w]
-    return out
 
 
 def edge_zone(paths, ref, epsg, res, nodata, tap, width=2):

@@ -1,4 +1,5 @@
-"""A run leaves GDAL's process-wide and per-thread state as it found it, writes nothing beside its inputs, and needs no QGIS."""
+"""A run leaves GDAL's process-wide and per-thread state as it found it, writes nothing
+beside its inputs, and needs no QGIS."""
 
 import dataclasses
 import os
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from helpers import PYTHON, folder_state, read, run_cli, tile_set, vrt_reference
+from helpers import PYTHON, corrupt_block, folder_state, read, run_cli, tile_set, vrt_reference
 from streaming_mosaic.core import engine
 from streaming_mosaic.core.errors import Cancelled, InputError, OptionError
 from streaming_mosaic.core.options import Options
@@ -88,17 +89,6 @@ def gdal_state():
             gdal.SetConfigOption(k, v)
         for k, v in saved_local.items():
             gdal.SetThreadLocalConfigOption(k, v)
-
-
-def corrupt_block(path, bx, by):
-    ds = gdal.Open(path)
-    band = ds.GetRasterBand(1)
-    offset = int(band.GetMetadataItem(f"BLOCK_OFFSET_{bx}_{by}", "TIFF"))
-    size = int(band.GetMetadataItem(f"BLOCK_SIZE_{bx}_{by}", "TIFF"))
-    ds = None
-    with open(path, "r+b") as fh:
-        fh.seek(offset)
-        fh.write(np.random.default_rng(0).integers(0, 256, size, np.uint8).tobytes())
 
 
 def _opts(paths, out, **kw):

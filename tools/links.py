@@ -1,0 +1,17 @@
+"""The checkout as an importable ``streaming_mosaic`` package, whatever its folder is called."""
+
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def package_link(folder):
+    """Make ``folder/streaming_mosaic`` a link to this checkout; return ``folder``.
+
+    Put ``folder`` on PYTHONPATH (the CLI) or QGIS_PLUGINPATH (QGIS, qgis_process).
+    """
+    os.makedirs(folder, exist_ok=True)
+    link = os.path.join(folder, "streaming_mosaic")
+    if not os.path.islink(link):
+        os.symlink(ROOT, link)
+    return folder
