@@ -8,13 +8,19 @@ kept for ``--resume``), 1 an unexpected failure (a bug: please report it).
 """
 
 import argparse
+import contextlib
+import os
 import signal
 import sys
 import time
 
+from osgeo import gdal
+
 from .core import __version__
+from .core.engine import run
 from .core.errors import Cancelled, MosaicError, OptionError
 from .core.options import PARAMS, Options, enum_index
+from .core.plan import describe, make_plan
 
 PROG = "streaming_mosaic"
 
@@ -158,10 +164,46 @@ def _sigterm(_signum, _frame):
 
 def main(argv=None):
     """Entry point; returns the exit status."""
-    from .core.engine import run
-    from .core.plan import describe, make_plan
+    # This process is ours: choose GDAL's exception mode (the core works in both),
+    # which also silences GDAL >= 3.8's FutureWarning about not choosing.
+    gdal.UseExceptions()
+    # GDAL's own worker threads (GeoTIFF compression) have no per-thread handler,
+    # and libtiff may print straight to the C stderr: keep all that off the
+    # terminal (unless CPL_DEBUG asks for it); the run reports errors as one line.
+    gdal.SetErrorHandler("CPLQuietErrorHandler")
+    with _c_stderr_silenced() as err:
+        return _main(argv, err)
 
-    err = sys.stderr
+
+@contextlib.contextmanager
+def _c_stderr_silenced():
+    """Point file descriptor 2 at /dev/null; yield a stream on the real stderr.
+
+    Python's own messages (and a traceback, should there be a bug) still go to
+    the real stderr through sys.stderr.
+    """
+    if os.environ.get("CPL_DEBUG") or not hasattr(os, "dup2"):
+        yield sys.stderr
+        return
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
+    real = os.fdopen(os.dup(saved_fd), "w", buffering=1, encoding=sys.stderr.encoding,
+                     errors="backslashreplace")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    saved_stream, sys.stderr = sys.stderr, real
+    try:
+        yield real
+    finally:
+        real.flush()
+        sys.stderr = saved_stream
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+        real.close()
+
+
+def _main(argv, err):
     try:
         parser = build_parser()
         args = parser.parse_args(_attach_negative_values(parser, argv))

@@ -153,19 +153,25 @@ def _write_all(plan, output, start, progress, cancel, log):
     partial = checkpoint.partial_path(output)
     print_ = checkpoint.fingerprint(plan)
     total = len(plan.windows)
+    box = []  # the output dataset, closed through writer.close
     if start:
-        ds = writer.open_update(partial)
+        box.append(writer.open_update(partial, plan.creation_options.get("NUM_THREADS")))
     else:
         checkpoint.remove(output)
-        ds = writer.create(partial, plan)
+        box.append(writer.create(partial, plan))
         # Closing a new GeoTIFF gives every tile an entry (GDAL writes one compressed
         # empty tile for all, or extends an uncompressed file). Done now, a failed
         # write later (full disk) cannot make the closing GDAL place never-written
         # tiles over the one being written, and the partial stays resumable.
-        writer.flush(ds, partial)
-        ds = None
-        ds = writer.open_update(partial)
-        _checkpoint(ds, partial, output, print_, 0, total)
+        writer.flush(box[0], partial)
+        errors = writer.close(box)
+        if errors:
+            checkpoint.remove(output)
+            raise OutputError(partial, f"cannot lay out the output's tiles ({errors[0]}); an "
+                              f"uncompressed output needs {plan.raw_bytes / 2**20:,.0f} MB: "
+                              "check the free space and any file size limit")
+        box.append(writer.open_update(partial, plan.creation_options.get("NUM_THREADS")))
+        _checkpoint(box[0], partial, output, print_, 0, total)
     phase = 0.8 if plan.options.cog or plan.options.overviews else 1.0
     state = {"done": start, "durable": start, "moved": 0}
     stop = threading.Event()
@@ -210,14 +216,14 @@ def _write_all(plan, output, start, progress, cancel, log):
                 array, moved, buf = _wait(pending[0], cancel)
                 pending.popleft()
                 window = plan.windows[state["done"]]
-                writer.write_window(ds, partial, window, array)
+                writer.write_window(box[0], partial, window, array)
                 del array
                 buffers.put(buf)
                 state["moved"] += moved
                 state["done"] += 1
                 progress(phase * state["done"] / total, f"window {state['done']}/{total}")
                 if time.monotonic() - last_sync >= plan.options.checkpoint_seconds:
-                    _checkpoint(ds, partial, output, print_, state["done"], total)
+                    _checkpoint(box[0], partial, output, print_, state["done"], total)
                     state["durable"] = state["done"]
                     last_sync = time.monotonic()
         finally:
@@ -227,12 +233,12 @@ def _write_all(plan, output, start, progress, cancel, log):
             pool.shutdown(wait=True)
             for ctx in contexts:
                 ctx.close()
-        _checkpoint(ds, partial, output, print_, total, total)
-        ds = None
+        _checkpoint(box[0], partial, output, print_, total, total)
+        _closed(box, partial)
         return state["moved"]
     except (Cancelled, KeyboardInterrupt) as exc:
-        _checkpoint(ds, partial, output, print_, state["done"], total)
-        ds = None
+        _checkpoint(box[0], partial, output, print_, state["done"], total)
+        writer.close(box)
         raise Cancelled(
             f"{'interrupted' if isinstance(exc, KeyboardInterrupt) else 'cancelled'} after "
             f"{state['done']} of {total} windows; the partial output {partial} and its "
@@ -240,7 +246,7 @@ def _write_all(plan, output, start, progress, cancel, log):
             f"{os.path.basename(partial)}*", partial=partial) from None
     except OutputError as exc:
         _release(exc)
-        ds = None
+        writer.close(box)
         if state["durable"] > 0 and not writer.damaged_blocks(partial):
             raise OutputError(exc.path, f"{str(exc)[len(exc.path) + 2:]}; the partial output "
                               f"and its checkpoint ({state['durable']} of {total} windows) were "
@@ -253,7 +259,7 @@ def _write_all(plan, output, start, progress, cancel, log):
         raise
     except BaseException as exc:
         _release(exc)
-        ds = None
+        writer.close(box)
         checkpoint.remove(output)
         raise
 
@@ -276,6 +282,13 @@ def _wait(future, cancel):
             return future.result(timeout=0.1)
         except concurrent.futures.TimeoutError:
             continue
+
+
+def _closed(box, partial):
+    """Close the output dataset; a failure to write what was cached is an OutputError."""
+    errors = writer.close(box)
+    if errors:
+        raise writer.output_error(partial, errors[0], "closing the output failed")
 
 
 def _checkpoint(ds, partial, output, print_, done, total):

@@ -8,7 +8,14 @@ escapes the core is a bug.
 
 
 class MosaicError(Exception):
-    """Base class of every user-facing error of the mosaic core."""
+    """Base class of every user-facing error of the mosaic core.
+
+    The message is always one line: GDAL's own messages (quoted in ours) can span
+    several ("... May be caused by: ...") and are folded.
+    """
+
+    def __init__(self, message=""):
+        super().__init__(" ".join(str(message).split()))
 
 
 class OptionError(MosaicError):

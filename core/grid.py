@@ -115,19 +115,23 @@ def footprints(infos, target):
     return _snap_resolutions(result)
 
 
-def _snap_resolutions(prints):
-    """Give a reprojected input the pixel size of a native input when they agree to 1e-6.
+SNAP_TOLERANCE = 1e-3
 
-    The warper suggests e.g. 9.99999974 m for a 10 m tile of a neighbouring UTM
-    zone; with RESOLUTION=highest that would put every native 10 m tile on an
-    off-round grid and resample it for nothing.
+
+def _snap_resolutions(prints):
+    """Give a reprojected input the pixel size of a native input within 0.1%.
+
+    The warper suggests e.g. 9.99967 m for a 10 m tile of the neighbouring UTM
+    zone (the projections' scale differs there); with RESOLUTION=highest that
+    would put every native 10 m tile on an off-round grid and resample it for
+    nothing.
     """
     native = {fp.res for fp in prints if fp.same_crs}
     snapped = []
     for fp in prints:
         if not fp.same_crs:
             for res in native:
-                if all(abs(a - b) <= 1e-6 * b for a, b in zip(fp.res, res)):
+                if all(abs(a - b) <= SNAP_TOLERANCE * b for a, b in zip(fp.res, res)):
                     fp = Footprint(fp.bounds, res, False)
                     break
         snapped.append(fp)

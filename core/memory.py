@@ -23,7 +23,7 @@ MB = 2 ** 20
 CACHE_FRACTION = 0.25
 CACHE_MIN = 8 * MB
 CACHE_MAX = 1024 * MB
-MAX_CHUNK = 8192
+MAX_CHUNK = 2048  # larger windows lose the overlap of reading and compressing
 GDAL_OVERHEAD = 8 * MB
 
 

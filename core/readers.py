@@ -35,8 +35,9 @@ from .options import RESAMPLINGS
 
 # Resampling methods a VRT source can apply; others go through the warper.
 # Not "average": GDAL 3.6 VRT sources average differently depending on the
-# window read, so windowed results would depend on CHUNK_SIZE.
-VRT_RESAMPLINGS = {"near", "bilinear", "cubic", "cubicspline", "lanczos", "mode"}
+# window read, so windowed results would depend on CHUNK_SIZE. Not "mode": GDAL
+# 3.6 and 3.10 VRT sources disagree on it; the warper gives gdalwarp's result on both.
+VRT_RESAMPLINGS = {"near", "bilinear", "cubic", "cubicspline", "lanczos"}
 
 # Working memory the warper may use for one warped read (counted in the budget).
 WARP_MEMORY = 16 * 2**20
@@ -193,18 +194,25 @@ def _warp_spec(info, grid, bbox, resampling):
             sel = check(gdal.Translate, "", info.path, format="VRT", bandList=band_list)
             src = sel.GetMetadata("xml:VRT")[0]
             sel = None
+        nodata = {}
+        if any(nd is not None for nd in info.nodata):
+            # The alpha band says where the input is; a band's own nodata marks its
+            # holes: keep them as nodata (not 0) so they stay invalid per band.
+            nodata = dict(dstNodata=" ".join("None" if nd is None else repr(float(nd))
+                                              for nd in info.nodata),
+                          warpOptions=["INIT_DEST=NO_DATA"])
         ds = check(gdal.Warp, "", src, format="VRT", dstSRS=grid.crs_wkt,
                    outputBounds=grid.window_bounds(x0, y0, x1, y1),
                    xRes=grid.res[0], yRes=grid.res[1], resampleAlg=resampling,
                    dstAlpha=True, warpMemoryLimit=WARP_MEMORY, multithread=False,
-                   errorThreshold=WARP_ERROR)
+                   errorThreshold=WARP_ERROR, **nodata)
         xml = ds.GetMetadata("xml:VRT")[0]
         count = ds.RasterCount
         ds = None
     except GdalFailure as exc:
         raise InputError(info.path, f"cannot be reprojected to the output grid ({exc})") from None
     return SourceSpec(info.index, info.path, "warp", bbox, (x0, y0),
-                      tuple(range(1, count)), (count,), "none", (None,) * len(info.bands),
+                      tuple(range(1, count)), (count,), "none", tuple(info.nodata),
                       info.dtype, xml)
 
 
@@ -289,13 +297,19 @@ def read(spec, handles, scratch, x0, y0, x1, y1, nodata_input=None, key="src"):
             valid[1:] = valid[:1]
         if spec.alpha:
             valid &= masks[-1:] != 0
+        if spec.kind == "warp" and any(nd is not None for nd in spec.nodata):
+            holes = scratch.array(key + ".tmp", (nb, h, w), bool)
+            for b, nd in enumerate(spec.nodata):
+                if nd is not None:
+                    _not_value(data[b], nd, holes[b])
+                    valid[b] &= holes[b]
     elif spec.mask_mode == "nodata":
         valid = scratch.array(key + ".valid", (nb, h, w), bool)
         for b, nd in enumerate(spec.nodata):
             _not_value(data[b], nd, valid[b])
         if spec.alpha:
             alpha = scratch.array(key + ".mask", (h, w), np.uint8)
-            _check_read(spec, ds.GetRasterBand(spec.alpha).ReadAsArray(sx, sy, w, h, buf_obj=alpha))
+            _read_band(spec, ds.GetRasterBand(spec.alpha), sx, sy, w, h, alpha)
             valid &= (alpha != 0)[None]
     elif spec.mask_mode in ("dataset", "band"):
         valid = scratch.array(key + ".valid", (nb, h, w), bool)
@@ -305,7 +319,7 @@ def read(spec, handles, scratch, x0, y0, x1, y1, nodata_input=None, key="src"):
                 valid[b] = valid[0]
                 continue
             band = ds.GetRasterBand(band_number).GetMaskBand()
-            _check_read(spec, band.ReadAsArray(sx, sy, w, h, buf_obj=masks))
+            _read_band(spec, band, sx, sy, w, h, masks)
             np.not_equal(masks, 0, out=valid[b])
     if nodata_input is not None and _representable(nodata_input, spec.dtype):
         if valid is None:
@@ -322,6 +336,14 @@ def _read_into(ds, spec, sx, sy, w, h, out, band_list):
     try:
         result = ds.ReadAsArray(sx, sy, w, h, buf_obj=out, band_list=list(band_list))
     except RuntimeError as exc:
+        raise InputError(spec.path, f"read failed ({exc})") from None
+    _check_read(spec, result)
+
+
+def _read_band(spec, band, sx, sy, w, h, out):
+    try:
+        result = band.ReadAsArray(sx, sy, w, h, buf_obj=out)
+    except RuntimeError as exc:  # the bindings' exception mode
         raise InputError(spec.path, f"read failed ({exc})") from None
     _check_read(spec, result)
 

@@ -11,6 +11,7 @@ import errno
 import math
 import os
 import signal
+import sys
 import threading
 import xml.etree.ElementTree as ET
 
@@ -73,7 +74,7 @@ def create(path, plan):
         ds = check(driver.Create, path, grid.width, grid.height, plan.band_count,
                    gdal_type(plan.out_dtype), co)
     except GdalFailure as exc:
-        raise _output_error(path, exc, "cannot be created") from None
+        raise output_error(path, exc, "cannot be created") from None
     ds.SetGeoTransform(grid.geotransform)
     if grid.crs_wkt:
         ds.SetProjection(grid.crs_wkt)
@@ -83,10 +84,16 @@ def create(path, plan):
     return ds
 
 
-def open_update(path):
-    """Reopen a partial GeoTIFF to resume writing into it."""
+def open_update(path, threads=None):
+    """Reopen a partial GeoTIFF to write into it.
+
+    NUM_THREADS is a creation option, so it is lost on reopening: it is given
+    again as an open option, or every tile would be compressed by the writer
+    thread alone (measured: 4.7 s instead of 3.6 s for a 74 Mpix LZW mosaic).
+    """
+    options = [f"NUM_THREADS={threads}"] if threads else []
     try:
-        return check(gdal.OpenEx, path, gdal.OF_RASTER | gdal.OF_UPDATE, ["GTiff"])
+        return check(gdal.OpenEx, path, gdal.OF_RASTER | gdal.OF_UPDATE, ["GTiff"], options)
     except GdalFailure as exc:
         raise OutputError(path, f"the partial output cannot be reopened ({exc}); "
                           "run without RESUME to start over") from None
@@ -101,7 +108,7 @@ def write_window(ds, path, window, array):
         check_status(ds.WriteRaster, window.x, window.y, window.w, window.h, array,
                      buf_type=gdal_type(array.dtype), band_list=list(range(1, array.shape[0] + 1)))
     except GdalFailure as exc:
-        raise _output_error(path, exc, f"writing window {window.index + 1} failed") from None
+        raise output_error(path, exc, f"writing window {window.index + 1} failed") from None
 
 
 def flush(ds, path):
@@ -113,7 +120,7 @@ def flush(ds, path):
         # every window written so far (what the resume journal then claims).
         check_status(ds.FlushCache)
     except GdalFailure as exc:
-        raise _output_error(path, exc, "flushing the output failed") from None
+        raise output_error(path, exc, "flushing the output failed") from None
 
 
 def damaged_blocks(path):
@@ -148,7 +155,8 @@ def damaged_blocks(path):
     return None
 
 
-def _output_error(path, exc, what):
+def output_error(path, exc, what):
+    """An OutputError for a failed GDAL write, saying so when the disk is full."""
     text = str(exc)
     if "No space left" in text or "ENOSPC" in text or _disk_full(path):
         return OutputError(path, f"{what}: no space left on the device")
@@ -208,23 +216,63 @@ def _signals_deferred(callback):
             saved[caught[0][0]](*caught[0])
 
 
+def close(box):
+    """Close the dataset held in ``box`` (a one-item list); return GDAL's close errors.
+
+    Closing writes what is still cached, so it can fail. With the bindings in
+    exception mode the error is raised from a destructor, which Python would
+    print as "Exception ignored in ..."; here it is collected instead, in both
+    modes, and the caller decides.
+    """
+    errors = []
+    if not box:
+        return errors
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, RuntimeError):
+            errors.append(str(unraisable.exc_value))
+        else:
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    gdal.ErrorReset()
+    try:
+        ds = box.pop()
+        try:
+            # Dropping the last reference closes it. Not Close(): on GDAL 3.10 the
+            # dataset object crashes the process when it is freed after a failed
+            # Close(). Newer bindings raise the closing error here, older ones
+            # from the destructor (the hook above).
+            del ds
+        except RuntimeError as exc:
+            errors.append(str(exc))
+    finally:
+        sys.unraisablehook = previous
+    if not errors and gdal.GetLastErrorType() >= gdal.CE_Failure:
+        errors.append(gdal.GetLastErrorMsg())
+    return errors
+
+
 def build_overviews(path, plan, progress=None, cancel=None):
     """Build internal AVERAGE overviews in the (closed) GeoTIFF at ``path``."""
     factors = overview_factors(plan.grid.width, plan.grid.height, plan.block)
     if not factors:
         return []
-    ds = open_update(path)
+    box = [open_update(path, plan.creation_options.get("NUM_THREADS"))]
     callback = _callback(progress, cancel)
     try:
         with _signals_deferred(callback):
-            check_status(ds.BuildOverviews, "AVERAGE", factors, callback)
-            check_status(ds.FlushCache)
+            check_status(box[0].BuildOverviews, "AVERAGE", factors, callback)
+            check_status(box[0].FlushCache)
+        errors = close(box)
+        if errors:
+            raise GdalFailure(errors[0])
     except GdalFailure as exc:
+        close(box)
         if cancel and cancel():
             raise
-        raise _output_error(path, exc, "building overviews failed") from None
-    finally:
-        ds = None
+        raise output_error(path, exc, "building overviews failed") from None
     return factors
 
 
@@ -244,21 +292,25 @@ def cog_options(plan):
 def make_cog(src, dst, plan, progress=None, cancel=None):
     """Copy the finished tiled GeoTIFF ``src`` to a Cloud Optimized GeoTIFF ``dst``."""
     callback = _callback(progress, cancel)
+    box = []
     try:
         with _signals_deferred(callback):
-            ds = check(gdal.Translate, dst, src, format="COG",
-                       creationOptions=cog_options(plan), callback=callback)
-            check_status(ds.FlushCache)
-            ds = None
+            box.append(check(gdal.Translate, dst, src, format="COG",
+                             creationOptions=cog_options(plan), callback=callback))
+            check_status(box[0].FlushCache)
+            errors = close(box)
+            if errors:
+                raise GdalFailure(errors[0])
     except KeyboardInterrupt:
-        ds = None
+        close(box)
         _remove(dst)
         raise
     except GdalFailure as exc:
+        close(box)
         _remove(dst)
         if cancel and cancel():
             raise
-        raise _output_error(dst, exc, "writing the COG failed") from None
+        raise output_error(dst, exc, "writing the COG failed") from None
 
 
 def _remove(path):

@@ -216,11 +216,11 @@ def test_resampled_inputs_do_not_depend_on_chunk_size_and_match_gdal(tiles, tmp_
     np.testing.assert_array_equal(got, single)
     h, w = got.shape[1:]
     bounds = bounds_of(gt, (h, w))
-    if resampling == "average":
-        # Read through GDAL's warper: identical to gdalwarp -r average on the same grid.
+    if resampling in ("average", "mode"):
+        # Read through GDAL's warper: identical to gdalwarp -r average|mode on the same grid.
         ref = tmp_path / "ref.tif"
         gdal.Warp(str(ref), inputs, outputBounds=bounds, xRes=gt[1], yRes=-gt[5],
-                  resampleAlg="average")
+                  resampleAlg=resampling)
         assert_same_mosaic(tmp_path / "out256.tif", ref, nodata)
         return
     ref = buildvrt(inputs, tmp_path / "ref.tif", resolution="highest", resampleAlg=resampling)

@@ -175,3 +175,33 @@ def test_thread_count_and_memory_do_not_change_a_reprojected_mosaic(tmp_path):
     (a, gt_a, _), (b, gt_b, _) = outputs
     assert gt_a == gt_b
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_hole_in_one_band_of_a_reprojected_input_stays_a_hole_in_that_band(tmp_path):
+    # Base in the target CRS (32633), a 3-band tile from UTM 32N on top of it whose
+    # band 2 has a nodata hole: band 2 must show the base there, bands 1 and 3 the tile.
+    base = np.full((3, 120, 120), 40, np.uint8)
+    write_raster(tmp_path / "base.tif", base, (300000, 10, 0, 5001200, 0, -10), 32633, nodata=0)
+    top = np.full((3, 60, 60), 200, np.uint8)
+    top[1, 20:40, 20:40] = 0
+    # UTM 32N coordinates of the base's centre area (same place, other zone)
+    src = osr.SpatialReference()
+    src.ImportFromEPSG(32633)
+    dst = osr.SpatialReference()
+    dst.ImportFromEPSG(32632)
+    for s in (src, dst):
+        s.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    x, y, _ = osr.CoordinateTransformation(src, dst).TransformPoint(300300, 5000900)
+    write_raster(tmp_path / "top.tif", top, (x, 10, 0, y, 0, -10), 32632, nodata=0)
+    out = tmp_path / "out.tif"
+    proc = run_cli(tmp_path / "base.tif", tmp_path / "top.tif", "-o", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "moved" not in proc.stderr and "nearest other value" not in proc.stderr
+    got, _gt, nd = read(out)
+    assert nd == 0
+    covered = got[0] == 200
+    assert covered.sum() > 2000
+    hole = covered & (got[1] != 200)
+    assert 200 < hole.sum() < 600          # the 20x20 hole, warped
+    assert (got[1][hole] == 40).all()       # the base shows through, never 0 or 1
+    assert (got[2][covered] == 200).all()

@@ -390,11 +390,10 @@ def _disk_args(paths, out, compress, seconds):
 WINDOW_BYTES = 256 * 256  # one uncompressed uint8 window of the small mosaic
 
 
-@pytest.mark.parametrize("compress", ["none", "lzw"])
 def test_disk_full_after_a_checkpoint_keeps_a_partial_that_resumes_to_the_exact_mosaic(
-        small, tmp_path, compress):
+        small, tmp_path):
     out = tmp_path / "mosaic.tif"
-    args = _disk_args(small["paths"], out, compress, "0")
+    args = _disk_args(small["paths"], out, "lzw", "0")
     proc = _run_with_file_size_limit(args, 8 * WINDOW_BYTES + 20000)
     assert proc.returncode == 2, proc.stderr
     line = one_line(proc.stderr)
@@ -408,10 +407,25 @@ def test_disk_full_after_a_checkpoint_keeps_a_partial_that_resumes_to_the_exact_
     assert leftovers(tmp_path) == []
 
 
+def test_an_uncompressed_output_that_cannot_fit_fails_before_any_window(small, tmp_path):
+    # Uncompressed tiles get their place when the partial is created and are then
+    # rewritten in place, so a size limit below the output's size fails at once.
+    out = tmp_path / "mosaic.tif"
+    args = _disk_args(small["paths"], out, "none", "0")
+    proc = _run_with_file_size_limit(args, 8 * WINDOW_BYTES + 20000)
+    assert proc.returncode == 2, proc.stderr
+    line = one_line(proc.stderr)
+    assert "mosaic.tif.partial" in line and "uncompressed output needs" in line
+    assert not out.exists() and leftovers(tmp_path) == []
+    res = run_cli(*args)  # room again
+    assert res.returncode == 0, res.stderr
+    assert_same_raster(out, small["ref"])
+
+
 def test_disk_full_before_any_checkpoint_removes_the_partial(small, tmp_path):
     out = tmp_path / "mosaic.tif"
     # no checkpoint during the run: the blocks reach the disk only at the end
-    args = _disk_args(small["paths"], out, "none", "100000")
+    args = _disk_args(small["paths"], out, "lzw", "100000")
     proc = _run_with_file_size_limit(args, 8 * WINDOW_BYTES + 20000)
     assert proc.returncode == 2, proc.stderr
     line = one_line(proc.stderr)
