@@ -25,7 +25,7 @@ import numpy as np
 
 from . import checkpoint, writer
 from .errors import Cancelled, MosaicError, OutputError
-from .gdalenv import cache_budget, thread_env, tune_malloc
+from .gdalenv import cache_budget, release_free_memory, thread_env
 from .plan import describe, make_plan
 from .render import Context, render_window
 
@@ -75,6 +75,9 @@ def peak_rss_mb():
 # half a MB for a tiled GeoTIFF behind a VRT), so the cap is part of the memory budget.
 HANDLES_PER_THREAD = 16
 
+# Windows between two returns of freed memory to the system (see release_free_memory).
+TRIM_EVERY = 4
+
 
 def _open_files_per_thread(threads):
     limit = 1024
@@ -113,7 +116,6 @@ def run(options, progress=None, cancel=None, log=None):
     cancel = cancel or (lambda: False)
     log = log or (lambda message, level="info": None)
     started = time.monotonic()
-    tune_malloc()
     output = writer.check_output(options.output, options.inputs)
     with thread_env():
         plan, start = _plan_with_resume(options, output, log)
@@ -221,6 +223,8 @@ def _write_all(plan, output, start, progress, cancel, log):
                 buffers.put(buf)
                 state["moved"] += moved
                 state["done"] += 1
+                if state["done"] % TRIM_EVERY == 0:
+                    release_free_memory()
                 progress(phase * state["done"] / total, f"window {state['done']}/{total}")
                 if time.monotonic() - last_sync >= plan.options.checkpoint_seconds:
                     _checkpoint(box[0], partial, output, print_, state["done"], total)
