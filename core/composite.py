@@ -43,12 +43,13 @@ def _valid_or_all(acc, valid):
 
 
 def update_first(acc, data, valid, weight=None):
-    """Keep the first valid value (earlier inputs on top)."""
+    """Keep the first valid value (earlier inputs on top); return how many samples it filled."""
     take = np.logical_not(acc.filled, out=acc.scratch_bool())
     if valid is not None:
         take &= valid
     np.copyto(acc.value, data, where=take, casting="unsafe")
     acc.filled |= take
+    return np.count_nonzero(take)
 
 
 def update_last(acc, data, valid, weight=None):
@@ -144,7 +145,7 @@ class Rule:
     counts: bool = False       # needs the count accumulator
     weights: bool = False      # needs the feather accumulators and per-input weights
     reverse: bool = False      # feed inputs last to first
-    stop_when_full: bool = False
+    stop_when_full: bool = False  # update returns the number of samples it filled
     doc: str = field(default="", compare=False)
 
     def work_dtype(self, input_dtype):

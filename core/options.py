@@ -164,6 +164,7 @@ Options = dataclasses.make_dataclass(
     [(p.attr, object, dataclasses.field(default=p.default)) for p in PARAMS]
     + [(n, t, dataclasses.field(default=d)) for n, t, d in _EXTRA_FIELDS],
 )
+Options.__module__ = __name__  # picklable: plans travel to other processes (Dask, tests)
 Options.__doc__ = ("Every setting of one mosaic job; attributes are the ``attr`` of "
                    ":data:`PARAMS` (enums as contract indices) plus extent_crs and "
                    "checkpoint_seconds.")

@@ -144,41 +144,39 @@ def _vrt_spec(info, grid, bbox, resampling):
         raise InputError(info.path, f"cannot be laid out on the output grid ({exc})") from None
     root = ET.fromstring(xml)
     data_bands = root.findall("VRTRasterBand")
-    per_band = info.mask_per_band or any(nd is not None for nd in info.nodata[1:])
+    # A nodata value makes each band's mask its own (a hole may be in one band only);
+    # only a per-dataset mask or alpha band is shared by all bands.
+    per_band = info.mask_per_band or any(nd is not None for nd in info.nodata)
     sources = data_bands if per_band else data_bands[:1]
     mask_bands = []
     for i, band in enumerate(sources):
-        src = band.find("SimpleSource")
-        if src is None:
-            src = band.find("ComplexSource")
-        number = len(data_bands) + i + 1
-        mask = ET.SubElement(root, "VRTRasterBand", dataType="Byte", band=str(number))
-        msrc = copy.deepcopy(src)
-        msrc.attrib.pop("resampling", None)  # validity is sampled as nearest
-        msrc.find("SourceBand").text = f"mask,{info.bands[i]}"
-        props = msrc.find("SourceProperties")
-        if props is not None:
-            msrc.remove(props)
-        mask.append(msrc)
-        mask_bands.append(number)
+        mask_bands.append(_add_band(root, band, f"mask,{info.bands[i]}"))
     alpha = bool(info.alpha_band and any(nd is not None for nd in info.nodata))
     if alpha:
         # The bands' masks are their nodata masks then: add the alpha band itself.
-        band = ET.SubElement(root, "VRTRasterBand", dataType="Byte",
-                             band=str(len(data_bands) + len(mask_bands) + 1))
-        first = sources[0].find("SimpleSource")
-        asrc = copy.deepcopy(first if first is not None else sources[0].find("ComplexSource"))
-        asrc.attrib.pop("resampling", None)
-        asrc.find("SourceBand").text = str(info.alpha_band)
-        props = asrc.find("SourceProperties")
-        if props is not None:
-            asrc.remove(props)
-        band.append(asrc)
-        mask_bands.append(len(data_bands) + len(mask_bands) + 1)
+        mask_bands.append(_add_band(root, sources[0], str(info.alpha_band)))
     return SourceSpec(info.index, info.path, "vrt", bbox, (0, 0),
                       tuple(range(1, len(data_bands) + 1)), tuple(mask_bands), "none",
                       (None,) * len(info.bands), info.dtype, ET.tostring(root, "unicode"),
                       alpha=int(alpha))
+
+
+def _add_band(root, template, source_band):
+    """Append a Byte band reading ``source_band`` ("mask,1", "4") of the template
+    band's source through the same rectangles, sampled as nearest; return its number."""
+    src = template.find("SimpleSource")
+    if src is None:
+        src = template.find("ComplexSource")
+    number = len(root.findall("VRTRasterBand")) + 1
+    band = ET.SubElement(root, "VRTRasterBand", dataType="Byte", band=str(number))
+    copy_ = copy.deepcopy(src)
+    copy_.attrib.pop("resampling", None)  # validity is sampled as nearest
+    copy_.find("SourceBand").text = source_band
+    props = copy_.find("SourceProperties")
+    if props is not None:
+        copy_.remove(props)
+    band.append(copy_)
+    return number
 
 
 def _warp_spec(info, grid, bbox, resampling):
@@ -305,8 +303,11 @@ def read(spec, handles, scratch, x0, y0, x1, y1, nodata_input=None, key="src"):
                     valid[b] &= holes[b]
     elif spec.mask_mode == "nodata":
         valid = scratch.array(key + ".valid", (nb, h, w), bool)
-        for b, nd in enumerate(spec.nodata):
-            _not_value(data[b], nd, valid[b])
+        if len(set(spec.nodata)) == 1:  # the usual case: one call for all bands
+            _not_value(data, spec.nodata[0], valid)
+        else:
+            for b, nd in enumerate(spec.nodata):
+                _not_value(data[b], nd, valid[b])
         if spec.alpha:
             alpha = scratch.array(key + ".mask", (h, w), np.uint8)
             _read_band(spec, ds.GetRasterBand(spec.alpha), sx, sy, w, h, alpha)

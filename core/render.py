@@ -81,14 +81,11 @@ def render_window(plan, window, ctx=None, out=None):
             if ones is None or ones.shape != data.shape[1:]:
                 ones = np.ones(data.shape[1:], np.float32)
             weight = ones
-        view = acc.view(ox, oy, data.shape[2], data.shape[1])
+        filled = rule.update(acc.view(ox, oy, data.shape[2], data.shape[1]), data, valid, weight)
         if rule.stop_when_full:
-            before = np.count_nonzero(view.filled)
-        rule.update(view, data, valid, weight)
-        if rule.stop_when_full:
-            # Count only the input's part of the window: checking the whole window
-            # after each of 256 small inputs cost more than reading them.
-            unfilled -= np.count_nonzero(view.filled) - before
+            # Counted on the input's part only: checking the whole window after each
+            # of 256 small inputs cost more than reading them.
+            unfilled -= filled
             if unfilled == 0:
                 break
     if out is None:

@@ -5,7 +5,6 @@ input, in input order, or raises :class:`~.errors.InputError` naming the first
 input that cannot take part.
 """
 
-import concurrent.futures
 import os
 from dataclasses import dataclass
 
@@ -166,23 +165,13 @@ def _describe_open(index, path, ds, bands):
         file_size=size, mtime_ns=mtime)
 
 
-def describe_all(paths, bands=None, threads=None):
-    """:func:`describe` every input, in parallel for many inputs; errors in input order.
+def describe_all(paths, bands=None):
+    """:func:`describe` every input, in input order (the first failure is reported).
 
-    Reading a GeoTIFF's CRS costs about 0.3 ms (PROJ lookups), 3 s for 10,000
-    inputs, and GDAL releases the GIL meanwhile, so threads divide it.
+    Sequential on purpose: a description is ~20 short GDAL calls, and threads
+    only fought over the GIL (10,000 inputs: 0.9 s alone, 1.3-1.5 s on 2-8 threads).
     """
-    threads = threads or min(8, os.cpu_count() or 1)
-    if len(paths) < 64 or threads < 2:
-        return [describe(i, p, bands) for i, p in enumerate(paths)]
-    with concurrent.futures.ThreadPoolExecutor(threads, initializer=_quiet_thread) as pool:
-        return list(pool.map(lambda item: describe(item[0], item[1], bands), enumerate(paths),
-                             chunksize=32))
-
-
-def _quiet_thread():
-    # A pool thread lives only for the scan; GDAL's messages become our errors.
-    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    return [describe(i, p, bands) for i, p in enumerate(paths)]
 
 
 def scan(paths, bands=None):

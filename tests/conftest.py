@@ -16,10 +16,11 @@ PKG_PARENT = tempfile.mkdtemp(prefix="sm-pkg-")
 os.symlink(ROOT, os.path.join(PKG_PARENT, "streaming_mosaic"))
 os.environ["SM_PKG_PARENT"] = PKG_PARENT
 sys.path.insert(0, PKG_PARENT)
+TEST_PATHS = [PKG_PARENT, os.path.join(ROOT, "tests"), os.path.join(ROOT, "tools")]
 os.environ["PYTHONPATH"] = os.pathsep.join(
-    [PKG_PARENT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
+    TEST_PATHS + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+for path in reversed(TEST_PATHS):
+    sys.path.insert(0, path)
 
 
 @pytest.fixture

@@ -77,3 +77,14 @@ def corrupt_block(path, bx, by, seed=0):
     with open(path, "r+b") as fh:
         fh.seek(offset)
         fh.write(np.random.default_rng(seed).integers(0, 256, size, np.uint8).tobytes())
+
+
+def render_pickled(blob, index):
+    """Render window ``index`` of a pickled plan (run in another process)."""
+    import pickle
+
+    from streaming_mosaic.core.render import render_window
+    plan = pickle.loads(blob)
+    window = plan.windows[index]
+    array, _moved = render_window(plan, window)
+    return window.bounds, array

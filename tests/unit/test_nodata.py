@@ -367,3 +367,19 @@ def test_alpha_band_masks_a_nodata_input_read_off_the_grid(tmp_path):
     assert not (got == 77).any()          # nothing under the alpha mask leaks through
     assert (got == 200).sum() > 0         # the unmasked part of the second input is there
     assert set(np.unique(got)) <= {0, 50, 200}
+
+
+def test_a_hole_in_one_band_of_an_input_read_off_the_grid_stays_in_that_band(tmp_path):
+    """On the resampled (one-source VRT) path validity is per band, as on the direct path."""
+    base = np.full((2, 40, 40), 50, np.uint8)
+    first = write_raster(tmp_path / "base.tif", base, (0, 10, 0, 400, 0, -10), nodata=0)
+    top = np.full((2, 30, 30), 200, np.uint8)
+    top[1, 10:20, 10:20] = 0  # a hole in band 2 only
+    second = write_raster(tmp_path / "offgrid.tif", top, (105, 10, 0, 395, 0, -10), nodata=0)
+    out = tmp_path / "out.tif"
+    run_cli(first, second, "-o", out, "--quiet", check=True)
+    got, _gt, _nd = read(out)
+    covered = got[0] == 200
+    hole = covered & (got[1] != 200)
+    assert 50 <= hole.sum() <= 150
+    assert (got[1][hole] == 50).all()  # the base shows through in band 2 only
