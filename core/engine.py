@@ -155,25 +155,7 @@ def _write_all(plan, output, start, progress, cancel, log):
     partial = checkpoint.partial_path(output)
     print_ = checkpoint.fingerprint(plan)
     total = len(plan.windows)
-    box = []  # the output dataset, closed through writer.close
-    if start:
-        box.append(writer.open_update(partial, plan.creation_options.get("NUM_THREADS")))
-    else:
-        checkpoint.remove(output)
-        box.append(writer.create(partial, plan))
-        # Closing a new GeoTIFF gives every tile an entry (GDAL writes one compressed
-        # empty tile for all, or extends an uncompressed file). Done now, a failed
-        # write later (full disk) cannot make the closing GDAL place never-written
-        # tiles over the one being written, and the partial stays resumable.
-        writer.flush(box[0], partial)
-        errors = writer.close(box)
-        if errors:
-            checkpoint.remove(output)
-            raise OutputError(partial, f"cannot lay out the output's tiles ({errors[0]}); an "
-                              f"uncompressed output needs {plan.raw_bytes / 2**20:,.0f} MB: "
-                              "check the free space and any file size limit")
-        box.append(writer.open_update(partial, plan.creation_options.get("NUM_THREADS")))
-        _checkpoint(box[0], partial, output, print_, 0, total)
+    box = _open_partial(plan, output, start, print_)  # closed through writer.close
     phase = 0.8 if plan.options.cog or plan.options.overviews else 1.0
     state = {"done": start, "durable": start, "moved": 0}
     stop = threading.Event()
@@ -266,6 +248,32 @@ def _write_all(plan, output, start, progress, cancel, log):
         writer.close(box)
         checkpoint.remove(output)
         raise
+
+
+def _open_partial(plan, output, start, print_):
+    """The partial GeoTIFF in a one-item list: reopened to resume, or new.
+
+    A new GeoTIFF is closed once right away, which gives every tile an entry
+    (GDAL writes one compressed empty tile for all, or extends an uncompressed
+    file). A failed write later (full disk) then cannot make the closing GDAL
+    place never-written tiles over the one being written, and the partial stays
+    resumable; an uncompressed output that cannot get its size fails now.
+    """
+    partial = checkpoint.partial_path(output)
+    if start:
+        return [writer.reopen(partial, plan)]
+    checkpoint.remove(output)
+    box = [writer.create(partial, plan)]
+    writer.flush(box[0], partial)
+    errors = writer.close(box)
+    if errors:
+        checkpoint.remove(output)
+        raise OutputError(partial, f"cannot lay out the output's tiles ({errors[0]}); an "
+                          f"uncompressed output needs {plan.raw_bytes / 2**20:,.0f} MB: "
+                          "check the free space and any file size limit")
+    box.append(writer.reopen(partial, plan))
+    _checkpoint(box[0], partial, output, print_, 0, len(plan.windows))
+    return box
 
 
 def _release(exc):

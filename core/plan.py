@@ -20,8 +20,8 @@ from .errors import InputError, OptionError
 from .memory import MB, Budget, plan_budget
 from .options import PARAM_BY_ATTR, enum_token, parse_bands, parse_creation_options, validate_numbers
 from .readers import build_spec
+from .sources import crs_label, scan
 from .sources import describe as describe_source
-from .sources import scan, srs_from_wkt
 from .windows import SourceIndex, WindowPlan
 
 OVERVIEW_FACTOR = 4 / 3
@@ -240,11 +240,7 @@ def _warnings(sources, prints, specs, co, raw):
 def describe(plan):
     """A few lines summarising the plan, for logs."""
     g = plan.grid
-    srs = srs_from_wkt(g.crs_wkt)
-    crs = "none"
-    if srs is not None:
-        code = srs.GetAuthorityCode(None)
-        crs = f"{srs.GetAuthorityName(None)}:{code}" if code else srs.GetName()
+    crs = crs_label(g.crs_wkt)
     low, high = plan.disk_estimate()
     lines = [
         f"{len(plan.sources)} input(s) -> {g.width} x {g.height} px, {plan.band_count} band(s), "

@@ -7,7 +7,7 @@ from osgeo import osr
 
 from .memory import MB
 from .plan import describe
-from .sources import srs_from_wkt
+from .sources import crs_label, srs_from_wkt
 
 # Python + numpy + GDAL loaded, before any buffer (measured on Debian 12).
 INTERPRETER_BASELINE_MB = 90
@@ -16,11 +16,7 @@ INTERPRETER_BASELINE_MB = 90
 def figures(plan):
     """The plan's headline numbers."""
     low, high = plan.disk_estimate()
-    srs = srs_from_wkt(plan.grid.crs_wkt)
-    crs = "none"
-    if srs is not None:
-        code = srs.GetAuthorityCode(None)
-        crs = f"{srs.GetAuthorityName(None)}:{code}" if code else srs.GetName()
+    crs = crs_label(plan.grid.crs_wkt)
     return {
         "width": plan.grid.width,
         "height": plan.grid.height,
@@ -70,11 +66,7 @@ def input_rows(plan):
     """One dict per input: file, path, CRS, resolution, size, bands, type, nodata."""
     rows = []
     for info, fp in zip(plan.sources, plan.footprints):
-        srs = srs_from_wkt(info.crs_wkt)
-        crs = ""
-        if srs is not None:
-            code = srs.GetAuthorityCode(None)
-            crs = f"{srs.GetAuthorityName(None)}:{code}" if code else srs.GetName()
+        crs = crs_label(info.crs_wkt, none="")
         nodata = info.nodata[0] if info.nodata else None
         rows.append({"file": os.path.basename(info.path), "path": info.path, "crs": crs,
                      "res_x": info.geotransform[1], "res_y": -info.geotransform[5],

@@ -212,6 +212,15 @@ def srs_from_wkt(wkt):
     return srs
 
 
+def crs_label(wkt, none="none"):
+    """A short name for a CRS: ``EPSG:32633``, else its name; ``none`` for no CRS."""
+    srs = srs_from_wkt(wkt)
+    if srs is None:
+        return none
+    code = srs.GetAuthorityCode(None)
+    return f"{srs.GetAuthorityName(None)}:{code}" if code else srs.GetName()
+
+
 def srs_from_user(text, option="TARGET_CRS (--target-crs)"):
     """Parse a CRS given as EPSG:xxxx, WKT, PROJ string... into an osr.SpatialReference."""
     srs = osr.SpatialReference()

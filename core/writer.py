@@ -99,6 +99,11 @@ def open_update(path, threads=None):
                           "run without RESUME to start over") from None
 
 
+def reopen(path, plan):
+    """:func:`open_update` with the plan's compression threads."""
+    return open_update(path, plan.creation_options.get("NUM_THREADS"))
+
+
 def write_window(ds, path, window, array):
     """Write one finished window (bands, h, w) at its place."""
     array = np.ascontiguousarray(array)
@@ -259,7 +264,7 @@ def build_overviews(path, plan, progress=None, cancel=None):
     factors = overview_factors(plan.grid.width, plan.grid.height, plan.block)
     if not factors:
         return []
-    box = [open_update(path, plan.creation_options.get("NUM_THREADS"))]
+    box = [reopen(path, plan)]
     callback = _callback(progress, cancel)
     try:
         with _signals_deferred(callback):
