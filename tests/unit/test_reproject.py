@@ -1,16 +1,20 @@
 """Mixed-CRS mosaics agree with gdalwarp -t_srs -tr [-tap] -r near of the same inputs.
 
-The grid (geotransform and size) must be identical. Pixels may differ only
-where nearest-neighbour resampling is legitimately ambiguous: within 2 px of the
-edge of some input's valid area, or where a reprojected input's exact source
-coordinate lies within GDAL's approximation error (-et 0.125 px) of a source
-pixel edge (gdalwarp and the streaming warp approximate the transformation over
-different chunks, so each may pick either neighbour there).
+The grid (geotransform and size) must be identical, and at most 0.5% of the pixels
+may differ, along the edges of the inputs' valid areas. Both sides use the same
+transformer error, 0.01 px (the streaming warp's; gdalwarp -et 0.01): with
+gdalwarp's default 0.125 px either tool may pick the neighbouring source pixel
+where a pixel centre falls that close to a source pixel edge, since they cut the
+output into different chunks (measured: up to 1.2% of the pixels for a WGS 84
+tile). At 0.01 px a few such pixels remain, in a thin band along source pixel
+edges, where either neighbour is a correct nearest-neighbour pick.
 """
 
 import numpy as np
 import pytest
 from osgeo import gdal, osr
+
+from streaming_mosaic.core.readers import WARP_ERROR
 
 from helpers import dilate, read, run_cli, smooth_field, write_raster
 
@@ -41,7 +45,7 @@ def make_tile(folder, name, dtype, nodata, seed):
 def gdalwarp(paths, out, epsg, res, bounds=None, tap=False):
     """gdalwarp -t_srs EPSG:epsg -tr res res [-tap] [-te bounds] -r near (inputs' nodata)."""
     kwargs = dict(dstSRS=f"EPSG:{epsg}", xRes=res, yRes=res, resampleAlg="near",
-                  targetAlignedPixels=tap)
+                  targetAlignedPixels=tap, errorThreshold=WARP_ERROR)
     if bounds is not None:
         kwargs["outputBounds"] = bounds
     ds = gdal.Warp(str(out), [str(p) for p in paths], **kwargs)
@@ -71,7 +75,7 @@ def edge_zone(paths, ref, epsg, res, nodata, tap, width=2):
     return zone, valids
 
 
-def ambiguous_zone(paths, ref, epsg, tolerance=0.13):
+def ambiguous_zone(paths, ref, epsg, tolerance):
     """Pixels whose exact source coordinate in a reprojected input is within
     ``tolerance`` source pixels of a pixel edge (nearest may pick either side)."""
     arr, gt, _ = read(ref)
@@ -152,15 +156,14 @@ def test_mixed_crs_mosaic_matches_gdalwarp(tmp_path, names, epsg, res, tap, exte
     assert np.sum(valids, axis=0).max() >= 2 and (np.sum(valids, axis=0) >= 2).mean() > 0.05
     if "far" in names:
         assert "outside the output extent: far.tif" in proc.stderr
-    ambiguous = ambiguous_zone(paths, ref, epsg)
-    explained = diff & ~ambiguous
-    assert explained.mean() <= 0.005, f"{explained.sum()} of {diff.size} pixels differ"
-    stray = diff & ~edges & ~ambiguous
-    assert not stray.any(), f"{stray.sum()} differing pixels away from input edges and " \
-        f"ambiguous samples, e.g. at (row, col) {tuple(np.argwhere(stray)[0])}"
-    # The tolerance is no blanket: nearly all ambiguous samples still agree.
+    assert diff.mean() <= 0.005, f"{diff.sum()} of {diff.size} pixels differ"
+    # Away from edges, only where a pixel centre maps within the transformer's error of
+    # a source pixel edge; nearly all of those agree too, so the zone is no blanket.
+    ambiguous = ambiguous_zone(paths, ref, epsg, tolerance=1.5 * WARP_ERROR)
     assert (diff & ambiguous).sum() <= 0.05 * ambiguous.sum()
-    assert diff.mean() <= 0.02
+    stray = diff & ~edges & ~ambiguous
+    assert not stray.any(), f"{stray.sum()} differing pixels away from input edges, " \
+        f"e.g. at (row, col) {tuple(np.argwhere(stray)[0])}"
 
 
 def test_thread_count_and_memory_do_not_change_a_reprojected_mosaic(tmp_path):
