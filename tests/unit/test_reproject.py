@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 from osgeo import gdal, osr
 
-from streaming_mosaic.core.readers import WARP_ERROR
-
 from helpers import dilate, read, run_cli, smooth_field, write_raster
+from streaming_mosaic.core.readers import WARP_ERROR
 
 # A 30 m tile in UTM 32N and a 25 m tile in UTM 33N straddling the zone border
 # (12 E) at 47.5 N, overlapping by about 2 km; a 0.0003 degree tile in EPSG:4326
