@@ -25,7 +25,7 @@ import numpy as np
 
 from . import checkpoint, writer
 from .errors import Cancelled, MosaicError, OutputError
-from .gdalenv import cache_budget, release_free_memory, thread_env
+from .gdalenv import GdalFailure, cache_budget, release_free_memory, thread_env
 from .plan import describe, make_plan
 from .render import Context, render_window
 
@@ -265,12 +265,13 @@ def _open_partial(plan, output, start, print_):
     checkpoint.remove(output)
     box = [writer.create(partial, plan)]
     writer.flush(box[0], partial)
-    errors = writer.close(box)
-    if errors:
+    try:
+        writer.close_checked(box)
+    except GdalFailure as exc:
         checkpoint.remove(output)
-        raise OutputError(partial, f"cannot lay out the output's tiles ({errors[0]}); an "
+        raise OutputError(partial, f"cannot lay out the output's tiles ({exc}); an "
                           f"uncompressed output needs {plan.raw_bytes / 2**20:,.0f} MB: "
-                          "check the free space and any file size limit")
+                          "check the free space and any file size limit") from None
     box.append(writer.reopen(partial, plan))
     _checkpoint(box[0], partial, output, print_, 0, len(plan.windows))
     return box
@@ -298,9 +299,10 @@ def _wait(future, cancel):
 
 def _closed(box, partial):
     """Close the output dataset; a failure to write what was cached is an OutputError."""
-    errors = writer.close(box)
-    if errors:
-        raise writer.output_error(partial, errors[0], "closing the output failed")
+    try:
+        writer.close_checked(box)
+    except GdalFailure as exc:
+        raise writer.output_error(partial, exc, "closing the output failed") from None
 
 
 def _checkpoint(ds, partial, output, print_, done, total):

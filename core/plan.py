@@ -16,12 +16,11 @@ from osgeo import gdal
 
 from . import grid as gridmod
 from .composite import RULES
-from .errors import InputError, OptionError
+from .errors import OptionError
 from .memory import MB, Budget, plan_budget
 from .options import PARAM_BY_ATTR, enum_token, parse_bands, parse_creation_options, validate_numbers
 from .readers import build_spec
 from .sources import crs_label, scan
-from .sources import describe as describe_source
 from .windows import SourceIndex, WindowPlan
 
 OVERVIEW_FACTOR = 4 / 3
@@ -173,14 +172,7 @@ def make_plan(options, strict=True):
     method = enum_token("method", options.method)
     rule = RULES[method]
     bands = parse_bands(options.bands)
-    warnings = []
-    try:
-        sources = scan(options.inputs, bands)
-    except InputError as exc:
-        if strict or "data band" not in str(exc):
-            raise
-        warnings.append(f"band counts differ: {exc}")
-        sources = [describe_source(i, p, bands) for i, p in enumerate(options.inputs)]
+    sources, warnings = scan(options.inputs, bands, strict)
     grid, prints = gridmod.compute(sources, options)
 
     data_type = enum_token("data_type", options.data_type)

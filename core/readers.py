@@ -297,21 +297,12 @@ def read(spec, handles, scratch, x0, y0, x1, y1, nodata_input=None, key="src"):
         if spec.alpha:
             valid &= masks[-1:] != 0
         if spec.kind == "warp" and any(nd is not None for nd in spec.nodata):
-            holes = scratch.array(key + ".tmp", (nb, h, w), bool)
-            for b, nd in enumerate(spec.nodata):
-                if nd is not None:
-                    _not_value(data[b], nd, holes[b])
-                    valid[b] &= holes[b]
+            valid &= _not_nodata(data, spec.nodata, scratch.array(key + ".tmp", (nb, h, w), bool))
     elif spec.mask_mode == "nodata":
-        valid = scratch.array(key + ".valid", (nb, h, w), bool)
-        if len(set(spec.nodata)) == 1:  # the usual case: one call for all bands
-            _not_value(data, spec.nodata[0], valid)
-        else:
-            for b, nd in enumerate(spec.nodata):
-                _not_value(data[b], nd, valid[b])
+        valid = _not_nodata(data, spec.nodata, scratch.array(key + ".valid", (nb, h, w), bool))
         if spec.alpha:
             alpha = scratch.array(key + ".mask", (h, w), np.uint8)
-            _read_band(spec, ds.GetRasterBand(spec.alpha), sx, sy, w, h, alpha)
+            _gdal_read(spec, ds.GetRasterBand(spec.alpha).ReadAsArray, sx, sy, w, h, buf_obj=alpha)
             valid &= (alpha != 0)[None]
     elif spec.mask_mode in ("dataset", "band"):
         valid = scratch.array(key + ".valid", (nb, h, w), bool)
@@ -321,7 +312,7 @@ def read(spec, handles, scratch, x0, y0, x1, y1, nodata_input=None, key="src"):
                 valid[b] = valid[0]
                 continue
             band = ds.GetRasterBand(band_number).GetMaskBand()
-            _read_band(spec, band, sx, sy, w, h, masks)
+            _gdal_read(spec, band.ReadAsArray, sx, sy, w, h, buf_obj=masks)
             np.not_equal(masks, 0, out=valid[b])
     if nodata_input is not None and _representable(nodata_input, spec.dtype):
         if valid is None:
@@ -335,25 +326,29 @@ def read(spec, handles, scratch, x0, y0, x1, y1, nodata_input=None, key="src"):
 
 
 def _read_into(ds, spec, sx, sy, w, h, out, band_list):
+    _gdal_read(spec, ds.ReadAsArray, sx, sy, w, h, buf_obj=out, band_list=list(band_list))
+
+
+def _gdal_read(spec, read_call, *args, **kwargs):
+    """Run a GDAL ReadAsArray; a failure (None, or an exception in exception mode)
+    is an InputError naming the input."""
     try:
-        result = ds.ReadAsArray(sx, sy, w, h, buf_obj=out, band_list=list(band_list))
+        result = read_call(*args, **kwargs)
     except RuntimeError as exc:
         raise InputError(spec.path, f"read failed ({exc})") from None
-    _check_read(spec, result)
-
-
-def _read_band(spec, band, sx, sy, w, h, out):
-    try:
-        result = band.ReadAsArray(sx, sy, w, h, buf_obj=out)
-    except RuntimeError as exc:  # the bindings' exception mode
-        raise InputError(spec.path, f"read failed ({exc})") from None
-    _check_read(spec, result)
-
-
-def _check_read(spec, result):
     if result is None:
         msg = (gdal.GetLastErrorMsg() or "").strip() or "unknown GDAL error"
         raise InputError(spec.path, f"read failed ({msg})")
+
+
+def _not_nodata(data, nodata, out):
+    """out[b] = data[b] is not nodata[b] (True where a band has no nodata); returns out."""
+    if len(set(nodata)) == 1:  # the usual case: one call for all bands
+        _not_value(data, nodata[0], out)
+    else:
+        for b, nd in enumerate(nodata):
+            _not_value(data[b], nd, out[b])
+    return out
 
 
 def _not_value(data, value, out):

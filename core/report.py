@@ -44,6 +44,7 @@ def footprint_rings(plan, points_per_edge=16):
     their edges densified and transformed, so the outline follows the warp.
     """
     target = srs_from_wkt(plan.grid.crs_wkt)
+    transforms = {}  # one per input CRS, not per input
     rings = []
     for info, fp in zip(plan.sources, plan.footprints):
         xmin, ymin, xmax, ymax = info.bounds
@@ -55,7 +56,10 @@ def footprint_rings(plan, points_per_edge=16):
                     + [(xmax, ymax - (ymax - ymin) * i / n) for i in range(n)]
                     + [(xmax - (xmax - xmin) * i / n, ymin) for i in range(n)]
                     + [(xmin, ymin + (ymax - ymin) * i / n) for i in range(n)])
-            tr = osr.CoordinateTransformation(srs_from_wkt(info.crs_wkt), target)
+            if info.crs_wkt not in transforms:
+                transforms[info.crs_wkt] = osr.CoordinateTransformation(
+                    srs_from_wkt(info.crs_wkt), target)
+            tr = transforms[info.crs_wkt]
             ring = [tuple(tr.TransformPoint(x, y)[:2]) for x, y in edge]
             ring.append(ring[0])
         rings.append(ring)

@@ -174,8 +174,19 @@ def describe_all(paths, bands=None):
     return [describe(i, p, bands) for i, p in enumerate(paths)]
 
 
-def scan(paths, bands=None):
+def scan(paths, bands=None, strict=True):
     """Describe every input and check they can be mosaicked together.
+
+    Parameters
+    ----------
+    strict : bool
+        When False (the plan algorithm), inputs whose band count differs from
+        the first input's are reported as warnings instead of an error.
+
+    Returns
+    -------
+    (list of SourceInfo, list of str)
+        The inputs, and warnings (only when not strict).
 
     Raises
     ------
@@ -189,17 +200,22 @@ def scan(paths, bands=None):
     if not paths:
         raise OptionError("INPUT", "no input rasters given")
     infos = describe_all(paths, bands)
+    warnings = []
     first = infos[0]
     for info in infos[1:]:
         if len(info.bands) != len(first.bands):
-            raise InputError(info.path, f"has {len(info.bands)} data band(s) but "
-                             f"{first.name} has {len(first.bands)}; choose common bands "
-                             "with BANDS")
+            error = InputError(info.path, f"has {len(info.bands)} data band(s) but "
+                               f"{first.name} has {len(first.bands)}; choose common bands "
+                               "with BANDS")
+            if strict:
+                raise error
+            if not warnings:
+                warnings.append(f"band counts differ: {error}")
         if bool(info.crs_wkt) != bool(first.crs_wkt):
             missing = info if not info.crs_wkt else first
             raise InputError(missing.path, "has no CRS while other inputs have one; "
                              "assign one first")
-    return infos
+    return infos, warnings
 
 
 def srs_from_wkt(wkt):

@@ -259,6 +259,13 @@ def close(box):
     return errors
 
 
+def close_checked(box):
+    """:func:`close`, raising :class:`GdalFailure` with the first closing error."""
+    errors = close(box)
+    if errors:
+        raise GdalFailure(errors[0])
+
+
 def build_overviews(path, plan, progress=None, cancel=None):
     """Build internal AVERAGE overviews in the (closed) GeoTIFF at ``path``."""
     factors = overview_factors(plan.grid.width, plan.grid.height, plan.block)
@@ -270,9 +277,7 @@ def build_overviews(path, plan, progress=None, cancel=None):
         with _signals_deferred(callback):
             check_status(box[0].BuildOverviews, "AVERAGE", factors, callback)
             check_status(box[0].FlushCache)
-        errors = close(box)
-        if errors:
-            raise GdalFailure(errors[0])
+        close_checked(box)
     except GdalFailure as exc:
         close(box)
         if cancel and cancel():
@@ -303,9 +308,7 @@ def make_cog(src, dst, plan, progress=None, cancel=None):
             box.append(check(gdal.Translate, dst, src, format="COG",
                              creationOptions=cog_options(plan), callback=callback))
             check_status(box[0].FlushCache)
-            errors = close(box)
-            if errors:
-                raise GdalFailure(errors[0])
+            close_checked(box)
     except KeyboardInterrupt:
         close(box)
         _remove(dst)
