@@ -6,6 +6,8 @@
 #   make deploy      link this checkout into your QGIS profile's plugin folder
 #   make screenshots dialog screenshots and pictures for the README (Xvfb)
 #   make test-qgis340  the same tests in QGIS 3.40 LTR (Debian 13 chroot, root)
+#   make test-qgis344  the same tests in QGIS 3.44 / GDAL 3.13 (Debian sid chroot, root)
+#   make test-fresh    the README's `make demo` and `make test` on a fresh Debian 12 (chroot, root)
 
 PY ?= /usr/bin/python3
 PYTEST ?= $(PY) -m pytest
@@ -17,7 +19,7 @@ SKIP_DEPS ?=
 DEPS = $(if $(SKIP_DEPS),@true,tools/ensure-deps.sh)
 
 .PHONY: demo test test-unit test-qgis bench bench-smoke package deploy undeploy screenshots lint \
-        test-qgis340 clean
+        test-qgis340 test-qgis344 test-fresh clean
 
 demo:
 	$(DEPS) run
@@ -58,7 +60,13 @@ screenshots:
 	$(PY) tools/screenshots.py --out resources/screenshots
 
 test-qgis340:
-	tools/qgis340.sh -- make test SKIP_DEPS=1
+	tools/chroot.sh qgis340 -- make test SKIP_DEPS=1
+
+test-qgis344:
+	tools/chroot.sh qgis344 -- make test SKIP_DEPS=1
+
+test-fresh:
+	tools/chroot.sh fresh12 -- sh -c 'make demo && make test'
 
 clean:
 	rm -rf $(BUILD) streaming_mosaic.zip .pytest_cache

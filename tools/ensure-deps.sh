@@ -21,7 +21,8 @@ has_cmd git || want_pkg git
 
 for target in "$@"; do
     case $target in
-        run) ;;
+        run)
+            [ -x /usr/bin/time ] || want_pkg time ;;
         test)
             has_module pytest || want_pkg python3-pytest
             has_module rasterio || want_pkg python3-rasterio ;;

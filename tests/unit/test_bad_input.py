@@ -170,10 +170,13 @@ def unprivileged():
 
 
 def test_output_folder_not_writable_is_refused_before_reading_anything(unprivileged):
-    base = tempfile.mkdtemp(prefix="sm-perm-")
+    # /tmp, not $TMPDIR or the checkout: nobody may not be able to enter those (a clone
+    # under /root), so the package is copied to where nobody can read it.
+    base = tempfile.mkdtemp(prefix="sm-perm-", dir="/tmp")
     try:
         os.chmod(base, 0o755)
-        os.symlink(ROOT, os.path.join(base, "streaming_mosaic"))  # importable by nobody
+        shutil.copytree(ROOT, os.path.join(base, "streaming_mosaic"), ignore=shutil.ignore_patterns(
+            ".git", "build", "tests", "bench", "resources", "__pycache__", "*.zip"))
         inputs = os.path.join(base, "in")
         os.mkdir(inputs)
         paths = tile_set(inputs, seed=6, grid=(1, 2), size=(300, 260), overlap=20)

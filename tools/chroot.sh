@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# Build (or reuse) a Debian 13 "trixie" chroot with QGIS 3.40 LTR and run a
-# command inside it, with this checkout bind-mounted at /src/streaming_mosaic.
+# Build (or reuse) a Debian chroot for one test platform and run a command in it.
 #
-# Usage: tools/qgis340.sh [--rebuild] [-- COMMAND [ARG...]]
+# Usage: tools/chroot.sh PROFILE [--rebuild] [-- COMMAND [ARG...]]
 #
-#   --rebuild   delete the chroot and build it again from scratch
-#   COMMAND     run in the chroot, in /src/streaming_mosaic; the script exits
-#               with its status. Without a command the chroot is only built.
+#   PROFILE     qgis340   Debian 13 "trixie": QGIS 3.40 LTR, GDAL 3.10
+#               qgis344   Debian sid: QGIS 3.44, GDAL 3.13
+#               fresh12   a fresh Debian 12 "bookworm" minbase system (git, make and
+#                         ca-certificates only), as a newcomer's machine: every run gets a
+#                         new copy of the cached base, this checkout is cloned to
+#                         /root/streaming_mosaic and COMMAND runs there as root
+#   --rebuild   delete the cached chroot and build it again from scratch
+#   COMMAND     run in the chroot; the script exits with its status. For qgis340 and
+#               qgis344 the checkout is bind-mounted at /src/streaming_mosaic and COMMAND
+#               runs there. Without a command the chroot is only built.
 #
 # Environment:
-#   QGIS340_CHROOT  chroot directory (default /var/cache/streaming-mosaic/trixie-qgis340)
-#   QGIS340_MIRROR  Debian mirror (default: the host's apt mirror, else deb.debian.org)
-#   SM_*, BENCH_*   passed through to COMMAND
+#   SM_CHROOT_DIR   where chroots are cached (default /var/cache/streaming-mosaic)
+#   SM_MIRROR       Debian mirror (default: the host's apt mirror, else deb.debian.org)
+#   SM_*, BENCH_*   passed through to COMMAND (qgis340 and qgis344)
 #
 # Must run as root. All mounts are made in a private mount namespace (when
 # unshare(1) works) and are also unmounted explicitly on exit, so nothing is
@@ -20,22 +26,18 @@
 # shellcheck disable=SC2317  # functions below are called from traps
 set -Eeuo pipefail
 
-readonly SUITE=trixie
-readonly DEFAULT_CHROOT=/var/cache/streaming-mosaic/trixie-qgis340
 readonly DEFAULT_MIRROR=http://deb.debian.org/debian
 readonly SRC_IN_CHROOT=/src/streaming_mosaic
-readonly PACKAGES=(
+readonly QGIS_PACKAGES=(
     qgis python3-qgis qgis-providers python3-gdal gdal-bin python3-pytest
     python3-rasterio python3-matplotlib make git xvfb xauth zip time procps
 )
-# Bump when the build recipe changes: a chroot built by another recipe is rebuilt.
-readonly RECIPE="v1 ${SUITE} minbase ${PACKAGES[*]}"
-readonly MARKER_NAME=.streaming-mosaic-qgis340-ready  # written last: install finished
-readonly STAMP_NAME=.streaming-mosaic-chroot          # written first: dir is ours to delete
 readonly CHROOT_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+readonly MARKER_NAME=.streaming-mosaic-ready  # written last: install finished
+readonly STAMP_NAME=.streaming-mosaic-chroot  # written first: dir is ours to delete
 
-log() { printf 'qgis340: %s\n' "$*" >&2; }
-die() { printf 'qgis340: error: %s\n' "$*" >&2; exit 1; }
+log() { printf 'chroot %s: %s\n' "${PROFILE:-}" "$*" >&2; }
+die() { printf 'chroot %s: error: %s\n' "${PROFILE:-}" "$*" >&2; exit 1; }
 
 usage() {
     sed -n '2,/^$/{s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
@@ -43,6 +45,15 @@ usage() {
 
 # ---------------------------------------------------------------- arguments
 ORIG_ARGS=("$@")
+PROFILE=${1:-}
+case $PROFILE in
+    qgis340) SUITE=trixie; PACKAGES=("${QGIS_PACKAGES[@]}"); LABEL="QGIS 3.40 (Debian 13)" ;;
+    qgis344) SUITE=sid; PACKAGES=("${QGIS_PACKAGES[@]}"); LABEL="QGIS 3.44 (Debian sid)" ;;
+    fresh12) SUITE=bookworm; PACKAGES=(git make ca-certificates); LABEL="fresh Debian 12" ;;
+    -h|--help) usage; exit 0 ;;
+    *) PROFILE=; die "usage: tools/chroot.sh qgis340|qgis344|fresh12 [--rebuild] [-- COMMAND...]" ;;
+esac
+shift
 REBUILD=0
 CMD=()
 while (($#)); do
@@ -50,21 +61,23 @@ while (($#)); do
         --rebuild) REBUILD=1; shift ;;
         -h|--help) usage; exit 0 ;;
         --) shift; CMD=("$@"); break ;;
-        *) die "usage: tools/qgis340.sh [--rebuild] -- COMMAND... (unexpected argument '$1'; the command goes after --)" ;;
+        *) die "unexpected argument '$1' (the command goes after --)" ;;
     esac
 done
+# Bump when the build recipe changes: a chroot built by another recipe is rebuilt.
+readonly RECIPE="v2 ${SUITE} minbase ${PACKAGES[*]}"
 
 if [[ $(id -u) -ne 0 ]]; then
-    echo "qgis340: error: root is needed (to build the chroot and mount into it); run as root, e.g. via sudo" >&2
-    exit 1
+    die "root is needed (to build the chroot and mount into it); run as root, e.g. via sudo"
 fi
 
 SCRIPT=$(readlink -f -- "${BASH_SOURCE[0]}")
 REPO_ROOT=$(cd -- "$(dirname -- "$SCRIPT")/.." && pwd -P)
 
-CHROOT=${QGIS340_CHROOT:-$DEFAULT_CHROOT}
-[[ $CHROOT == /* ]] || die "QGIS340_CHROOT must be an absolute path (got '$CHROOT')"
-CHROOT=$(realpath -m -- "$CHROOT")
+CACHE=${SM_CHROOT_DIR:-/var/cache/streaming-mosaic}
+[[ $CACHE == /* ]] || die "SM_CHROOT_DIR must be an absolute path (got '$CACHE')"
+CACHE=$(realpath -m -- "$CACHE")
+CHROOT=$CACHE/$SUITE-$PROFILE
 case $CHROOT in
     /|/bin|/boot|/dev|/etc|/home|/lib*|/media|/mnt|/opt|/proc|/root|/run|/sbin|/srv|/sys|/tmp|/usr|/usr/*|/var|/var/cache|/work|"$REPO_ROOT"|"$REPO_ROOT"/*)
         die "refusing to use '$CHROOT' as the chroot directory" ;;
@@ -75,16 +88,16 @@ STAMP=$CHROOT/$STAMP_NAME
 # ---------------------------------------------------- private mount namespace
 # Re-exec inside a private mount namespace: every mount made below then lives
 # only there and vanishes with this process, whatever happens to it.
-if [[ -z ${_QGIS340_IN_NS:-} ]]; then
+if [[ -z ${_SM_CHROOT_IN_NS:-} ]]; then
     if unshare --mount --propagation private true 2>/dev/null; then
-        export _QGIS340_IN_NS=1
+        export _SM_CHROOT_IN_NS=1
         exec unshare --mount --propagation private -- bash "$SCRIPT" "${ORIG_ARGS[@]}"
     fi
     log "warning: unshare(1) unavailable; mounting in the host namespace (cleaned up by trap)"
-    _QGIS340_IN_NS=0
+    _SM_CHROOT_IN_NS=0
 fi
 # make sure nothing we mount propagates back (no-op if already private)
-if [[ $_QGIS340_IN_NS == 1 ]]; then
+if [[ $_SM_CHROOT_IN_NS == 1 ]]; then
     mount --make-rprivate / 2>/dev/null || true
 fi
 
@@ -139,6 +152,7 @@ kill_chroot_processes() {
 }
 
 XDG_DIR_HOST=
+RUN_COPY=      # fresh12: this run's copy of the cached base, deleted on exit
 OWN_CHROOT=0   # set once we hold the lock: only then may cleanup touch mounts
 cleanup() {
     local rc=$?
@@ -151,6 +165,9 @@ cleanup() {
         fi
     fi
     [[ -n $XDG_DIR_HOST && -d $XDG_DIR_HOST ]] && rm -rf --one-file-system -- "$XDG_DIR_HOST"
+    if [[ -n $RUN_COPY && -d $RUN_COPY && -z $(mounts_under "$RUN_COPY") ]]; then
+        rm -rf --one-file-system -- "$RUN_COPY"
+    fi
     exit "$rc"
 }
 trap cleanup EXIT
@@ -192,8 +209,8 @@ in_chroot() {
 
 host_mirror() {
     local m=
-    if [[ -n ${QGIS340_MIRROR:-} ]]; then
-        printf '%s\n' "$QGIS340_MIRROR"; return
+    if [[ -n ${SM_MIRROR:-} ]]; then
+        printf '%s\n' "$SM_MIRROR"; return
     fi
     if [[ -r /etc/apt/sources.list.d/debian.sources ]]; then
         m=$(awk 'tolower($1)=="uris:" { for (i=2;i<=NF;i++) print $i }' \
@@ -239,7 +256,7 @@ build_chroot() {
     mirror=$(host_mirror)
 
     mkdir -p "$CHROOT"
-    printf 'streaming_mosaic QGIS 3.40 chroot, made by tools/qgis340.sh\n' >"$STAMP"
+    printf 'streaming_mosaic %s chroot, made by tools/chroot.sh\n' "$LABEL" >"$STAMP"
     log "debootstrap --variant=minbase $SUITE $CHROOT $mirror (a few minutes)"
     debootstrap --variant=minbase "$SUITE" "$CHROOT" "$mirror" >&2 \
         || die "debootstrap failed (see $CHROOT/debootstrap/debootstrap.log if present)"
@@ -253,6 +270,7 @@ build_chroot() {
 APT::Install-Recommends "false";
 APT::Install-Suggests "false";
 Acquire::Retries "5";
+Acquire::Check-Valid-Until "false";
 Dpkg::Options { "--force-confdef"; "--force-confold"; };
 EOF
     cat >"$CHROOT/etc/dpkg/dpkg.cfg.d/90streaming-mosaic-nodoc" <<'EOF'
@@ -265,15 +283,17 @@ EOF
     mount_chroot_fs
     log "apt-get update in the chroot"
     in_chroot apt-get update -q >&2
-    log "installing QGIS and friends in the chroot (${#PACKAGES[@]} packages + dependencies; several minutes)"
+    log "installing ${PACKAGES[*]} in the chroot (${#PACKAGES[@]} packages + dependencies; several minutes)"
     in_chroot apt-get install -y -q --no-install-recommends "${PACKAGES[@]}" >&2
     in_chroot apt-get clean
     rm -rf "$CHROOT"/var/lib/apt/lists/*
 
-    log "checking the installation"
-    in_chroot /usr/bin/env QT_QPA_PLATFORM=offscreen /usr/bin/python3 -c \
-        'import qgis.core, osgeo.gdal; print("qgis340: built QGIS", qgis.core.Qgis.QGIS_VERSION, "GDAL", osgeo.gdal.__version__)' >&2 \
-        || die "QGIS python bindings do not import in the new chroot"
+    if [[ $PROFILE != fresh12 ]]; then
+        log "checking the installation"
+        in_chroot /usr/bin/env QT_QPA_PLATFORM=offscreen /usr/bin/python3 -c \
+            'import qgis.core, osgeo.gdal; print("built QGIS", qgis.core.Qgis.QGIS_VERSION, "GDAL", osgeo.gdal.__version__)' >&2 \
+            || die "QGIS python bindings do not import in the new chroot"
+    fi
     unmount_all_under "$CHROOT" || die "could not unmount the build mounts"
 
     {
@@ -295,10 +315,10 @@ chroot_is_ready() {
 # exclusive lock. In a private mount namespace other runs cannot disturb our
 # mounts; without one, runs must not overlap (they would unmount each other's
 # mounts), so they take the exclusive lock too.
-if [[ $_QGIS340_IN_NS == 1 ]]; then RUN_LOCK=-s; else RUN_LOCK=-x; fi
+if [[ $_SM_CHROOT_IN_NS == 1 ]]; then RUN_LOCK=-s; else RUN_LOCK=-x; fi
 lock() {  # lock -s|-x
     if ! flock -n "$1" 9; then
-        log "waiting for another qgis340.sh using $CHROOT"
+        log "waiting for another tools/chroot.sh using $CHROOT"
         flock "$1" 9
     fi
 }
@@ -331,30 +351,40 @@ fi
 ((${#CMD[@]})) || exit 0
 
 # ------------------------------------------------------------------- run
-mount_chroot_fs
-mkdir -p "$CHROOT$SRC_IN_CHROOT"
-mount --bind "$REPO_ROOT" "$CHROOT$SRC_IN_CHROOT"
-XDG_DIR_HOST=$(mktemp -d "$CHROOT/tmp/qgis340-xdg.XXXXXX")
-chmod 0700 "$XDG_DIR_HOST"
-
-ENV_VARS=(
-    PATH="$CHROOT_PATH"
-    HOME=/root
-    LANG=C.UTF-8
-    QT_QPA_PLATFORM=offscreen
-    XDG_RUNTIME_DIR="${XDG_DIR_HOST#"$CHROOT"}"
-    PYTHONDONTWRITEBYTECODE=1
-)
+ENV_VARS=(PATH="$CHROOT_PATH" HOME=/root LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1)
 [[ -n ${TERM:-} ]] && ENV_VARS+=(TERM="$TERM")
-while IFS= read -r name; do
-    ENV_VARS+=("$name=${!name}")
-done < <(compgen -e | grep -E '^(SM_|BENCH_)' || true)
 
-log "running in chroot: ${CMD[*]}"
+if [[ $PROFILE == fresh12 ]]; then
+    # A newcomer's machine: a new copy of the base, the repository cloned under /root, no
+    # variables of ours. Downloaded .debs are kept in a host folder to make reruns quick.
+    RUN_COPY=$(mktemp -d "$CACHE/fresh12-run.XXXXXX")
+    log "copying the cached base system to $RUN_COPY"
+    cp -a "$CHROOT/." "$RUN_COPY/"
+    rm -f "$RUN_COPY/$MARKER_NAME" "$RUN_COPY/$STAMP_NAME"
+    CHROOT=$RUN_COPY
+    mount_chroot_fs
+    mkdir -p "$CACHE/apt-archives-$SUITE/partial" "$CHROOT/var/cache/apt/archives"
+    mount --bind "$CACHE/apt-archives-$SUITE" "$CHROOT/var/cache/apt/archives"
+    git clone -q "$REPO_ROOT" "$CHROOT/root/streaming_mosaic"
+    WORKDIR=/root/streaming_mosaic
+else
+    mount_chroot_fs
+    mkdir -p "$CHROOT$SRC_IN_CHROOT"
+    mount --bind "$REPO_ROOT" "$CHROOT$SRC_IN_CHROOT"
+    XDG_DIR_HOST=$(mktemp -d "$CHROOT/tmp/sm-xdg.XXXXXX")
+    chmod 0700 "$XDG_DIR_HOST"
+    ENV_VARS+=(QT_QPA_PLATFORM=offscreen XDG_RUNTIME_DIR="${XDG_DIR_HOST#"$CHROOT"}")
+    while IFS= read -r name; do
+        ENV_VARS+=("$name=${!name}")
+    done < <(compgen -e | grep -E '^(SM_|BENCH_)' || true)
+    WORKDIR=$SRC_IN_CHROOT
+fi
+
+log "running in chroot ($LABEL), in $WORKDIR: ${CMD[*]}"
 set +e
 # shellcheck disable=SC2016  # $1/$@ are expanded by the chroot's sh
 env -i "${ENV_VARS[@]}" "$(command -v chroot)" "$CHROOT" /bin/sh -c \
-    'cd "$1" || exit 125; shift; exec "$@"' qgis340 "$SRC_IN_CHROOT" "${CMD[@]}"
+    'cd "$1" || exit 125; shift; exec "$@"' chroot-run "$WORKDIR" "${CMD[@]}"
 rc=$?
 set -e
 ((rc == 0)) || log "command exited with status $rc"
