@@ -19,7 +19,7 @@ from osgeo import gdal
 from .core import __version__
 from .core.engine import run
 from .core.errors import Cancelled, MosaicError, OptionError
-from .core.options import PARAMS, Options, enum_index
+from .core.options import PARAMS, Options, choice
 from .core.plan import describe, make_plan
 
 PROG = "streaming_mosaic"
@@ -33,7 +33,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser():
     """The argparse parser, one option per contract parameter."""
-    parser = _Parser(prog=f"python3 -m {PROG}",
+    command = os.path.basename(sys.argv[0] or "")
+    parser = _Parser(prog=command if command == "streaming-mosaic" else f"python3 -m {PROG}",
                      description="Mosaic any number of rasters into one GeoTIFF, streaming "
                                  "window by window within a memory budget.")
     for p in PARAMS:
@@ -47,9 +48,8 @@ def build_parser():
         elif p.kind == "bool":
             kwargs.update(action="store_true", default=False)
         elif p.kind == "enum":
-            tokens = "|".join(c[0] for c in p.choices)
-            kwargs.update(metavar=tokens, default=p.default,
-                          help=f"{p.help} (default: {p.choices[p.default][0]})")
+            kwargs.update(metavar="|".join(p.names), default=p.initial,
+                          help=f"{p.help} (default: {p.initial})")
         elif p.kind == "int":
             kwargs.update(type=int, default=p.default, metavar="N")
         elif p.kind == "float":
@@ -101,7 +101,7 @@ def options_from_args(args):
     for p in PARAMS:
         value = getattr(args, p.attr)
         if p.kind == "enum" and value is not None:
-            value = enum_index(p.attr, value)
+            value = choice(p.attr, value)
         if p.attr == "creation_options" and value:
             value = "|".join(value)
         if p.kind == "inputs":

@@ -4,7 +4,6 @@ from qgis.core import QgsProcessingException
 
 from ..core.engine import run
 from ..core.errors import MosaicError
-from ..core.options import enum_token
 from .base import StreamingMosaicAlgorithm
 from .help import help_url, short_help
 from .parameters import add_parameters, read_options, tr
@@ -77,5 +76,5 @@ class MosaicAlgorithm(StreamingMosaicAlgorithm):
         output = result.output
         if context.willLoadLayerOnCompletion(output):
             details = context.layerToLoadOnCompletionDetails(output)
-            details.name = tr("Mosaic ({})").format(enum_token("method", options.method))
+            details.name = tr("Mosaic ({})").format(options.method)
         return {self.OUTPUT: output}

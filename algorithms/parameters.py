@@ -25,7 +25,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 
 from ..core.errors import MosaicError
-from ..core.options import PARAMS, Options
+from ..core.options import PARAMS, Options, enum_name
 from ..core.sources import describe as describe_source
 from .compat import ADVANCED, DOUBLE, INTEGER, RASTER, crs_text
 
@@ -163,7 +163,7 @@ def read_options(algorithm, parameters, context, plan_only=False):
         if p.kind == "inputs":
             value = input_paths(algorithm, parameters, context)
         elif p.kind == "enum":
-            value = algorithm.parameterAsEnum(parameters, name, context)
+            value = enum_name(p.attr, algorithm.parameterAsEnum(parameters, name, context))
         elif p.kind in ("float", "int"):
             if not _is_set(parameters, name):
                 value = p.default

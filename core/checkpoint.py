@@ -39,7 +39,7 @@ def fingerprint(plan):
                  plan.grid.height],
         "method": plan.method,
         "feather_distance": plan.feather_distance if plan.method == "feather" else None,
-        "resampling": int(opts.resampling),
+        "resampling": opts.resampling,
         "nodata_input": plan.nodata_input,
         "nodata_output": plan.nodata_out,
         "dtype": plan.out_dtype,

@@ -8,9 +8,16 @@ are folded one by one, so memory does not grow with the number of inputs.
 them to the output type and writes nodata where no input was valid.
 
 All arrays are (bands, rows, cols); every rule works per pixel and per band.
+
+:data:`RULES` is the public table of the built-in rules, by METHOD name. A caller
+of the Python API may pass a :class:`Rule` of its own instead of a name; the
+simplest way to make one is :func:`pairwise_rule`, from a function that merges
+two values (``combine(current, new)``, element-wise). Rules travel with the plan
+to worker processes, so their functions must be importable (module-level), as
+for any pickled function.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -52,32 +59,32 @@ def update_first(acc, data, valid, weight=None):
     return np.count_nonzero(take)
 
 
-def update_last(acc, data, valid, weight=None):
-    """Keep the last valid value (later inputs on top, as gdalbuildvrt)."""
-    if valid is None:
-        np.copyto(acc.value, data, casting="unsafe")
-        acc.filled[...] = True
-    else:
-        np.copyto(acc.value, data, where=valid, casting="unsafe")
-        acc.filled |= valid
+class Pairwise:
+    """An update that merges two values where both are valid: ``combine(current, new)``.
 
+    Where only the new input is valid its value is taken; where only the
+    accumulator is, it is kept. ``combine`` is a numpy ufunc (applied in place) or
+    any element-wise function of two arrays returning an array of their shape.
+    """
 
-def _extreme(func):
-    def update(acc, data, valid, weight=None):
+    def __init__(self, combine):
+        self.combine = combine
+
+    def __call__(self, acc, data, valid, weight=None):
         valid = _valid_or_all(acc, valid)
         both = np.logical_and(acc.filled, valid, out=acc.scratch_bool())
-        func(acc.value, data, out=acc.value, where=both, casting="unsafe")
+        if isinstance(self.combine, np.ufunc):
+            self.combine(acc.value, data, out=acc.value, where=both, casting="unsafe")
+        else:
+            np.copyto(acc.value, self.combine(acc.value, data), where=both, casting="unsafe")
         fresh = np.logical_not(acc.filled, out=both)
         fresh &= valid
         np.copyto(acc.value, data, where=fresh, casting="unsafe")
         acc.filled |= valid
-    return update
 
 
-update_min = _extreme(np.minimum)
-update_min.__doc__ = "Keep the smallest valid value."
-update_max = _extreme(np.maximum)
-update_max.__doc__ = "Keep the largest valid value."
+update_min = Pairwise(np.minimum)
+update_max = Pairwise(np.maximum)
 
 
 def update_sum(acc, data, valid, weight=None):
@@ -146,7 +153,6 @@ class Rule:
     weights: bool = False      # needs the feather accumulators and per-input weights
     reverse: bool = False      # feed inputs last to first
     stop_when_full: bool = False  # update returns the number of samples it filled
-    doc: str = field(default="", compare=False)
 
     def work_dtype(self, input_dtype):
         input_dtype = np.dtype(input_dtype)
@@ -169,21 +175,44 @@ class Rule:
 
 # "last" folds the inputs in reverse keeping the first valid value, which is the
 # same result and lets a window stop reading once every pixel is filled.
-RULES = {
-    "last": Rule("last", update_first, result_value, reverse=True, stop_when_full=True,
-                 doc="later inputs on top"),
-    "first": Rule("first", update_first, result_value, stop_when_full=True,
-                  doc="earlier inputs on top"),
-    "min": Rule("min", update_min, result_value, doc="smallest valid value"),
-    "max": Rule("max", update_max, result_value, doc="largest valid value"),
-    "mean": Rule("mean", update_mean, result_mean, work="float64", counts=True,
-                 doc="mean of valid values"),
-    "sum": Rule("sum", update_sum, result_value, work="wide", doc="sum of valid values"),
-    "count": Rule("count", update_count, result_count, counts=True,
-                  doc="number of valid inputs"),
-    "feather": Rule("feather", update_feather, result_feather, work="float64", counts=True,
-                    weights=True, doc="distance-weighted blend"),
-}
+RULES = {rule.name: rule for rule in (  # in the contract's METHOD order
+    Rule("last", update_first, result_value, reverse=True, stop_when_full=True),
+    Rule("first", update_first, result_value, stop_when_full=True),
+    Rule("min", update_min, result_value),
+    Rule("max", update_max, result_value),
+    Rule("mean", update_mean, result_mean, work="float64", counts=True),
+    Rule("sum", update_sum, result_value, work="wide"),
+    Rule("count", update_count, result_count, counts=True),
+    Rule("feather", update_feather, result_feather, work="float64", counts=True, weights=True),
+)}
+
+
+def pairwise_rule(name, combine, work="input"):
+    """A :class:`Rule` from a function merging two valid values, for the Python API.
+
+    Parameters
+    ----------
+    name : str
+        Shown in logs and stored in the checkpoint (a resume must use the same rule).
+    combine : callable(current, new) -> array
+        Element-wise merge of the value so far and the next input's value (inputs in
+        stacking order); a numpy ufunc such as ``np.fmax`` works as is. Must be a
+        module-level function (rules travel to worker processes).
+    work : {"input", "wide", "float64"}
+        Type the values are merged in: the inputs' type, a wide one (int64/float64)
+        or float64. The result is cast to the output type (round half to even, clip).
+
+    Examples
+    --------
+    Keep the value of largest magnitude (a change map of signed differences)::
+
+        def larger_magnitude(current, new):
+            return np.where(np.abs(new) > np.abs(current), new, current)
+
+        streaming_mosaic.mosaic(paths, "out.tif",
+                                method=pairwise_rule("absmax", larger_magnitude))
+    """
+    return Rule(str(name), Pairwise(combine), result_value, work=work)
 
 
 def new_acc(rule, shape, input_dtype, arrays=None):
@@ -291,10 +320,10 @@ def composite(method, stack, valids, out_dtype=None, nodata=None, weights=None):
     -------
     numpy.ndarray
     """
-    rule = RULES[method]
+    rule = RULES[method] if isinstance(method, str) else method
     dtype = np.result_type(*[np.asarray(a).dtype for a in stack])
     out_dtype = dtype if out_dtype is None else out_dtype
-    if method == "count":
+    if rule.name == "count":
         out_dtype = out_dtype if np.dtype(out_dtype).kind in "iu" else np.uint32
     acc = new_acc(rule, np.shape(stack[0]), dtype)
     order = range(len(stack) - 1, -1, -1) if rule.reverse else range(len(stack))

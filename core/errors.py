@@ -4,6 +4,11 @@ Every error a user can cause derives from :class:`MosaicError` and carries a
 message that names the file or option at fault, ready to show as one line
 (QgsProcessingException in QGIS, exit status 2 in the CLI). Anything else that
 escapes the core is a bug.
+
+They also fit Python's own families, so a caller can catch them the usual way:
+:class:`OptionError` is a ``ValueError``; :class:`InputError` and
+:class:`OutputError` are ``OSError`` s. The option or path at fault is an attribute
+(``option``, ``path``) and ``reason`` is the message without it.
 """
 
 
@@ -18,28 +23,36 @@ class MosaicError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
-class OptionError(MosaicError):
+class OptionError(MosaicError, ValueError):
     """An option has an invalid value; the message names the option."""
 
     def __init__(self, option, message):
         self.option = option
+        self.reason = " ".join(str(message).split())
         super().__init__(f"{option}: {message}")
 
 
-class InputError(MosaicError):
+class _PathError(MosaicError, OSError):
+    def __init__(self, path, message):
+        self.path = path
+        self.reason = " ".join(str(message).split())
+        MosaicError.__init__(self, f"{path}: {message}")
+
+    def __str__(self):  # OSError's own __str__ would show (errno, strerror)
+        return self.args[0]
+
+
+class InputError(_PathError):
     """An input raster is missing, unreadable or incompatible; names the file."""
 
-    def __init__(self, path, message):
-        self.path = path
-        super().__init__(f"{path}: {message}")
 
-
-class OutputError(MosaicError):
+class OutputError(_PathError):
     """The output cannot be written (path, permissions, full disk...)."""
 
-    def __init__(self, path, message):
-        self.path = path
-        super().__init__(f"{path}: {message}")
+
+class GdalFailure(Exception):
+    """A GDAL call failed; ``str()`` is GDAL's own message (the core turns it into one of
+    the errors above before it reaches a caller)."""
 
 
 class ResumeError(MosaicError):

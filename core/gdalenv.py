@@ -29,14 +29,12 @@ import threading
 
 from osgeo import gdal
 
+from .errors import GdalFailure  # noqa: F401 (raised here, imported from here by the core)
+
 _cache_lock = threading.Lock()
 _cache_users = {}
 _cache_saved = [None]
 _tokens = itertools.count()
-
-
-class GdalFailure(Exception):
-    """A GDAL call failed; ``str()`` is GDAL's own message."""
 
 
 @contextlib.contextmanager

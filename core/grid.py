@@ -16,7 +16,7 @@ from osgeo import gdal, osr
 
 from .errors import InputError, OptionError
 from .gdalenv import GdalFailure, check, unlink_quiet
-from .options import PARAM_BY_ATTR, RESOLUTIONS, enum_token, parse_extent
+from .options import PARAM_BY_ATTR, RESOLUTIONS, parse_extent
 from .sources import srs_from_user, srs_from_wkt
 
 
@@ -189,7 +189,7 @@ def compute(infos, options):
     # homogeneous sources (it skips inputs whose types or colour interpretations
     # differ) and reprojected inputs take part with their suggested footprint.
     pixel = options.pixel_size if options.pixel_size and options.pixel_size > 0 else None
-    mode = enum_token("resolution", options.resolution)
+    mode = options.resolution
     proxies = []
     for fp in _representatives(prints, mode if pixel is None else "user"):
         name = f"/vsimem/streaming_mosaic/{uuid.uuid4().hex}.vrt"

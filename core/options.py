@@ -1,19 +1,24 @@
-"""The single declaration of every mosaic parameter.
+"""The single declaration of every mosaic parameter, and the typed options it fills.
 
 :data:`PARAMS` lists each parameter once: its contract name (``METHOD``), the
 attribute of :class:`Options` it fills (``method``), its kind, default, help
-text, enum choices (CLI token and display label, in contract order), whether it
-is optional or advanced, and its CLI flag. The QGIS algorithms and the CLI's
+text, enum choices (name and display label, in contract order), whether it is
+optional or advanced, and its CLI flag. The QGIS algorithms and the CLI's
 argparse are generated from this table; nothing else repeats it.
+
+Enum options are names everywhere in the core (``method="feather"``); only the
+QGIS glue knows the contract's index numbers, and turns them into names with
+:func:`enum_name` at the edge.
 """
 
 import dataclasses
 import math
 from dataclasses import dataclass
 
+from .composite import RULES, Rule
 from .errors import OptionError
 
-METHODS = ("last", "first", "min", "max", "mean", "sum", "count", "feather")
+METHODS = tuple(RULES)  # the compositing rules' table is the one list of METHOD names
 
 # Same order as QGIS's GDAL warp algorithm; the second item is GDAL's name.
 RESAMPLINGS = (
@@ -53,6 +58,16 @@ class Param:
     def flag(self):
         """How to name this parameter in a message: ``NAME (--flag)``."""
         return f"{self.name} ({self.cli})" if self.cli else self.name
+
+    @property
+    def names(self):
+        """The enum's value names, in contract order."""
+        return tuple(name for name, _label in self.choices)
+
+    @property
+    def initial(self):
+        """The default as :class:`Options` holds it (an enum's default by name)."""
+        return self.choices[self.default][0] if self.kind == "enum" else self.default
 
 
 def _choices(tokens, labels):
@@ -159,48 +174,54 @@ _EXTRA_FIELDS = (
     ("checkpoint_seconds", float, 10.0),  # flush + journal at most this often
 )
 
+_KIND_TYPES = {"inputs": "list[str]", "enum": "str", "float": "Optional[float]",
+               "int": "int", "bool": "bool", "crs": "Optional[str]",
+               "extent": "Optional[tuple]", "string": "Optional[str]", "output": "Optional[str]"}
+
 Options = dataclasses.make_dataclass(
     "Options",
-    [(p.attr, object, dataclasses.field(default=p.default)) for p in PARAMS]
+    [(p.attr, _KIND_TYPES[p.kind], dataclasses.field(default=p.initial)) for p in PARAMS]
     + [(n, t, dataclasses.field(default=d)) for n, t, d in _EXTRA_FIELDS],
 )
 Options.__module__ = __name__  # picklable: plans travel to other processes (Dask, tests)
 Options.__doc__ = ("Every setting of one mosaic job; attributes are the ``attr`` of "
-                   ":data:`PARAMS` (enums as contract indices) plus extent_crs and "
-                   "checkpoint_seconds.")
+                   ":data:`PARAMS` (enum values by name: ``method='feather'``) plus "
+                   "extent_crs and checkpoint_seconds.")
 
 
-def enum_token(attr, value):
-    """Return the CLI token (``"last"``) of an enum option given its index."""
+def enum_name(attr, index):
+    """The name of an enum value given its contract index (the QGIS glue's one conversion)."""
     param = PARAM_BY_ATTR[attr]
-    try:
-        index = int(value)
-    except (TypeError, ValueError):
-        raise OptionError(param.flag(), f"not a valid choice: {value!r}") from None
-    if not 0 <= index < len(param.choices):
+    if isinstance(index, bool) or not isinstance(index, int) or \
+            not 0 <= index < len(param.choices):
         raise OptionError(param.flag(), f"must be between 0 and {len(param.choices) - 1}, "
-                          f"got {value!r}")
+                          f"got {index!r}")
     return param.choices[index][0]
 
 
-def enum_index(attr, token):
-    """Return the contract index of an enum option given a CLI token or index."""
+def choice(attr, value):
+    """The canonical name of an enum value given as a name, an alias or an index.
+
+    This is how the CLI and the API read enum values (``"near"`` is ``"nearest"``,
+    ``"4"`` and ``4`` are the fifth value); the core only ever sees the result.
+    """
     param = PARAM_BY_ATTR[attr]
-    text = str(token).strip().lower()
-    for i, (name, _label) in enumerate(param.choices):
-        if text == name:
-            return i
+    if isinstance(value, int) and not isinstance(value, bool):
+        return enum_name(attr, value)
+    text = str(value).strip().lower()
+    if text in param.names:
+        return text
     for alias, i in param.cli_aliases:
         if text == alias:
-            return i
-    if text.isdigit() and int(text) < len(param.choices):
-        return int(text)
-    names = ", ".join(c[0] for c in param.choices)
-    raise OptionError(param.flag(), f"unknown value {token!r}; choose one of {names}")
+            return param.choices[i][0]
+    if text.isdigit():
+        return enum_name(attr, int(text))
+    raise OptionError(param.flag(), f"unknown value {value!r}; choose one of "
+                      f"{', '.join(param.names)}")
 
 
-def validate_numbers(options):
-    """Check the numeric options against their declared ranges.
+def validate(options):
+    """Check the numeric options against their declared ranges, and the enum names.
 
     Raises
     ------
@@ -226,8 +247,25 @@ def validate_numbers(options):
         if param.maximum is not None and value > param.maximum:
             raise OptionError(param.flag(), f"must be at most {param.maximum:g}, got {value!r}")
     for param in PARAMS:
-        if param.kind == "enum":
-            enum_token(param.attr, getattr(options, param.attr))
+        value = getattr(options, param.attr)
+        if param.kind == "enum" and value not in param.names and not _is_rule(param, value):
+            raise OptionError(param.flag(), f"unknown value {value!r}; choose one of "
+                              f"{', '.join(param.names)}")
+
+
+def _is_rule(param, value):
+    """METHOD may also be a rule object (the API's custom rules)."""
+    return param.attr == "method" and isinstance(value, Rule)
+
+
+def rule_of(method):
+    """The :class:`~.composite.Rule` for METHOD: a name from RULES, or a rule itself."""
+    if isinstance(method, Rule):
+        return method
+    if method not in RULES:
+        raise OptionError(PARAM_BY_ATTR["method"].flag(), f"unknown rule {method!r}; choose "
+                          f"one of {', '.join(RULES)}, or pass a Rule")
+    return RULES[method]
 
 
 def parse_bands(text):

@@ -15,10 +15,9 @@ import numpy as np
 from osgeo import gdal
 
 from . import grid as gridmod
-from .composite import RULES
 from .errors import OptionError
 from .memory import MB, Budget, plan_budget
-from .options import PARAM_BY_ATTR, enum_token, parse_bands, parse_creation_options, validate_numbers
+from .options import PARAM_BY_ATTR, parse_bands, parse_creation_options, rule_of, validate
 from .readers import build_spec
 from .sources import crs_label, scan
 from .windows import SourceIndex, WindowPlan
@@ -36,6 +35,7 @@ class Plan:
     footprints: list
     specs: list
     method: str
+    rule: object
     band_count: int
     input_dtype: str
     out_dtype: str
@@ -137,7 +137,7 @@ def block_size(options_co, chunk, grid_size):
 def creation_options(options, out_dtype, raw_bytes, block, threads):
     """GeoTIFF creation options: tiled, compressed, BigTIFF-safe; user options win."""
     user = parse_creation_options(options.creation_options)
-    compress = enum_token("compression", options.compression).upper()
+    compress = options.compression.upper()
     co = {"TILED": "YES", "BLOCKXSIZE": str(block), "BLOCKYSIZE": str(block),
           "COMPRESS": compress}
     if compress != "NONE":
@@ -168,16 +168,15 @@ def make_plan(options, strict=True):
     ------
     OptionError, InputError
     """
-    validate_numbers(options)
-    method = enum_token("method", options.method)
-    rule = RULES[method]
+    validate(options)
+    rule = rule_of(options.method)
+    method = rule.name
     bands = parse_bands(options.bands)
     sources, warnings = scan(options.inputs, bands, strict)
     grid, prints = gridmod.compute(sources, options)
 
-    data_type = enum_token("data_type", options.data_type)
     input_dtype = np.result_type(*[np.dtype(s.dtype) for s in sources]).name
-    out_dtype = output_dtype(method, input_dtype, data_type, len(sources))
+    out_dtype = output_dtype(method, input_dtype, options.data_type, len(sources))
     nodata_out = output_nodata(options, method, sources, out_dtype)
     nodata_input = None if options.nodata_input is None else float(options.nodata_input)
 
@@ -193,14 +192,13 @@ def make_plan(options, strict=True):
     if not budget.fits:
         warnings.append(f"MEMORY_MB={options.memory_mb} is too small for one "
                         f"{budget.chunk}x{budget.chunk} window; the run may use more")
-    resampling = enum_token("resampling", options.resampling)
-    specs = [build_spec(s, fp, grid, resampling) for s, fp in zip(sources, prints)]
+    specs = [build_spec(s, fp, grid, options.resampling) for s, fp in zip(sources, prints)]
     windows = WindowPlan(grid.width, grid.height, budget.chunk)
     index = SourceIndex(windows, [s.bbox if s else None for s in specs], halo)
     raw = grid.width * grid.height * band_count * np.dtype(out_dtype).itemsize
     co = creation_options(options, out_dtype, raw, block, budget.threads)
     warnings.extend(_warnings(sources, prints, specs, co, raw))
-    return Plan(options, sources, grid, prints, specs, method, band_count, input_dtype,
+    return Plan(options, sources, grid, prints, specs, method, rule, band_count, input_dtype,
                 out_dtype, nodata_out, nodata_input, feather, halo, block, windows, index,
                 budget, co, warnings)
 

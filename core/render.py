@@ -11,7 +11,7 @@ import threading
 
 import numpy as np
 
-from .composite import RULES, finalize, new_acc
+from .composite import finalize, new_acc
 from .errors import Cancelled
 from .feather import weights as feather_weights
 from .readers import Handles, Scratch, read
@@ -55,7 +55,7 @@ def render_window(plan, window, ctx=None, out=None):
         When ``ctx.cancel_event`` is set (checked between inputs).
     """
     ctx = ctx or Context()
-    rule = RULES[plan.method]
+    rule = plan.rule
     acc = new_acc(rule, (plan.band_count, window.h, window.w), plan.input_dtype,
                   ctx.scratch.array)
     ids = plan.index.sources_for(window.index)

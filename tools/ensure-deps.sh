@@ -25,7 +25,9 @@ for target in "$@"; do
             [ -x /usr/bin/time ] || want_pkg time ;;
         test)
             has_module pytest || want_pkg python3-pytest
-            has_module rasterio || want_pkg python3-rasterio ;;
+            has_module rasterio || want_pkg python3-rasterio
+            has_module ensurepip || want_pkg python3-venv
+            has_module setuptools || want_pkg python3-setuptools ;;
         bench)
             has_module rasterio || want_pkg python3-rasterio
             has_module matplotlib || want_pkg python3-matplotlib

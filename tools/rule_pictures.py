@@ -77,9 +77,9 @@ def mosaic(paths, folder):
     from osgeo import gdal
     run, methods, Options = import_core()
     results = {}
-    for index, rule in enumerate(methods):
+    for rule in methods:
         out = os.path.join(folder, f"{rule}.tif")
-        run(Options(inputs=paths, output=out, method=index, feather_distance=FEATHER,
+        run(Options(inputs=paths, output=out, method=rule, feather_distance=FEATHER,
                     chunk_size=64, threads=1))
         ds = gdal.Open(out)
         band = ds.GetRasterBand(1)

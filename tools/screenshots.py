@@ -158,7 +158,7 @@ def quicklook(build, tiles, png, timeout):
     image = np.dstack([rgb.transpose(1, 2, 0).astype(np.uint8), (valid * 255).astype(np.uint8)])
     extent = (gt[0], gt[0] + gt[1] * width, gt[3] + gt[5] * height, gt[3])
 
-    plan = make_plan(Options(inputs=list(tiles), method=7, feather_distance=40, chunk_size=256))
+    plan = make_plan(Options(inputs=list(tiles), method="feather", feather_distance=40, chunk_size=256))
     rings = footprint_rings(plan)
 
     fig, ax = plt.subplots(figsize=(7.2, 7.2), dpi=100)

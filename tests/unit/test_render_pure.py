@@ -15,7 +15,7 @@ from streaming_mosaic.core.plan import make_plan
 def test_windows_render_identically_from_a_pickled_plan_in_other_processes(tmp_path):
     paths = tile_set(tmp_path, seed=9, grid=(2, 3), size=(300, 260), overlap=40, bands=2,
                      dtype="uint16")
-    opts = options.Options(inputs=paths, output=str(tmp_path / "out.tif"), method=7,
+    opts = options.Options(inputs=paths, output=str(tmp_path / "out.tif"), method="feather",
                            chunk_size=256, feather_distance=20)
     engine.run(opts)
     mosaic = read(tmp_path / "out.tif")[0]

@@ -16,7 +16,7 @@ from osgeo import gdal
 from helpers import PYTHON, checksum, read, run_cli, tile_set, vrt_reference
 from streaming_mosaic.core import engine
 from streaming_mosaic.core.errors import Cancelled
-from streaming_mosaic.core.options import METHODS, Options
+from streaming_mosaic.core.options import Options
 from streaming_mosaic.core.plan import make_plan
 
 # Every window is flushed and journaled: a kill at any moment leaves a usable checkpoint.
@@ -315,7 +315,7 @@ def test_resume_of_a_different_job_is_refused_and_leaves_the_checkpoint_alone(
 def test_without_resume_an_existing_partial_is_replaced_by_a_fresh_run(small, tmp_path):
     out = tmp_path / "mosaic.tif"
     # a checkpoint of another job (method first) that must not leak into the new run
-    interrupt(small["paths"], out, 7, method=METHODS.index("first"))
+    interrupt(small["paths"], out, 7, method="first")
     res = run_cli(*small["paths"], "-o", out, *FAST, "--quiet")
     assert res.returncode == 0, res.stderr
     assert_same_raster(out, small["ref"])

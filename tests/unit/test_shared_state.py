@@ -173,7 +173,7 @@ def test_two_concurrent_runs_in_one_process_match_sequential_runs_and_share_the_
     snapshot, _ = gdal_state
     _, paths, ref = tiles
     jobs = {"a": _opts(paths, tmp_path / "a.tif", memory_mb=64),
-            "b": _opts(paths[::-1], tmp_path / "b.tif", memory_mb=128, method=3)}
+            "b": _opts(paths[::-1], tmp_path / "b.tif", memory_mb=128, method="max")}
     budgets = {k: make_plan(o).budget.cache for k, o in jobs.items()}
     assert len(make_plan(jobs["a"]).windows) > 3
 
