@@ -175,8 +175,12 @@ def _write_all(plan, output, start, progress, cancel, log):
     buffers = queue.SimpleQueue()
     full = plan.band_count * plan.budget.chunk * plan.budget.chunk
 
+    sparse = writer.sparse(plan)
+
     def task(index):
         window = plan.windows[index]
+        if sparse and not plan.index.sources_for(index):
+            return None, 0, None  # SPARSE_OK: an empty window is not written
         try:
             buf = buffers.get_nowait()
         except queue.Empty:
@@ -184,6 +188,8 @@ def _write_all(plan, output, start, progress, cancel, log):
         out = buf[:plan.band_count * window.h * window.w].reshape(
             plan.band_count, window.h, window.w)
         array, moved = render_window(plan, window, local.ctx, out)
+        if sparse and writer.unwritten(plan, array):
+            return None, moved, buf
         return array, moved, buf
 
     pool = concurrent.futures.ThreadPoolExecutor(plan.threads, "streaming-mosaic",
@@ -200,9 +206,11 @@ def _write_all(plan, output, start, progress, cancel, log):
                 array, moved, buf = _wait(pending[0], cancel)
                 pending.popleft()
                 window = plan.windows[state["done"]]
-                writer.write_window(box[0], partial, window, array)
+                if array is not None:
+                    writer.write_window(box[0], partial, window, array)
                 del array
-                buffers.put(buf)
+                if buf is not None:
+                    buffers.put(buf)
                 state["moved"] += moved
                 state["done"] += 1
                 if state["done"] % TRIM_EVERY == 0:
@@ -257,7 +265,8 @@ def _open_partial(plan, output, start, print_):
     (GDAL writes one compressed empty tile for all, or extends an uncompressed
     file). A failed write later (full disk) then cannot make the closing GDAL
     place never-written tiles over the one being written, and the partial stays
-    resumable; an uncompressed output that cannot get its size fails now.
+    resumable; an uncompressed output that cannot get its size fails now. With
+    SPARSE_OK GDAL places no tile on closing: the file stays small.
     """
     partial = checkpoint.partial_path(output)
     if start:

@@ -94,7 +94,8 @@ PARAMS = (
           "own nodata value and mask.", optional=True, cli="--nodata-input"),
     Param("NODATA_OUTPUT", "nodata_output", "float", None, "Output nodata value",
           "Value written where no input is valid. Defaults to the first input's "
-          "nodata; when no input has one, 0 is written and no nodata is set.",
+          "nodata, else NODATA_INPUT; when neither is set, 0 is written and no nodata "
+          "is set.",
           optional=True, cli="--nodata-output"),
     Param("TARGET_CRS", "target_crs", "crs", None, "Target CRS",
           "CRS of the mosaic. Defaults to the first input's CRS; inputs in another "
@@ -146,7 +147,8 @@ PARAMS = (
     Param("COG", "cog", "bool", False, "Cloud Optimized GeoTIFF",
           "Write a Cloud Optimized GeoTIFF, with overviews.", cli="--cog"),
     Param("OVERVIEWS", "overviews", "bool", False, "Build internal overviews",
-          "Build internal overviews (AVERAGE) in a plain GeoTIFF.", cli="--overviews"),
+          "Build internal overviews (AVERAGE; NEAREST for a paletted output) in a plain "
+          "GeoTIFF.", cli="--overviews"),
     Param("CHUNK_SIZE", "chunk_size", "int", 0, "Window size (pixels)",
           "Side of the square windows processed at a time; rounded up to a multiple "
           "of the output block size. 0 = the largest that fits MEMORY_MB.",

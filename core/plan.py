@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from osgeo import gdal
 
+from . import bandmeta
 from . import grid as gridmod
 from .errors import OptionError
 from .memory import MB, Budget, plan_budget
@@ -49,6 +50,7 @@ class Plan:
     budget: Budget
     creation_options: dict
     warnings: list = field(default_factory=list)
+    band_meta: tuple = ()  # per output band: bandmeta.BandMeta to write
 
     @property
     def threads(self):
@@ -96,7 +98,8 @@ def representable(value, dtype):
 
 
 def output_nodata(options, method, sources, out_dtype):
-    """NODATA_OUTPUT, else the first input nodata found (None for count, or when none)."""
+    """NODATA_OUTPUT, else the first input nodata found, else NODATA_INPUT (as gdalwarp
+    -srcnodata without -dstnodata) when the output type holds it; None for count."""
     flag = PARAM_BY_ATTR["nodata_output"].flag()
     if options.nodata_output is not None:
         value = float(options.nodata_output)
@@ -112,6 +115,9 @@ def output_nodata(options, method, sources, out_dtype):
                     raise OptionError(flag, f"the inputs' nodata {nd:g} cannot be stored in "
                                       f"the {out_dtype} output; set NODATA_OUTPUT")
                 return float(nd)
+    if options.nodata_input is not None and representable(float(options.nodata_input),
+                                                          out_dtype):
+        return float(options.nodata_input)
     return None
 
 
@@ -192,18 +198,41 @@ def make_plan(options, strict=True):
     if not budget.fits:
         warnings.append(f"MEMORY_MB={options.memory_mb} is too small for one "
                         f"{budget.chunk}x{budget.chunk} window; the run may use more")
-    specs = [build_spec(s, fp, grid, options.resampling) for s, fp in zip(sources, prints)]
+    metas, notes = bandmeta.combine(sources, method, out_dtype, strict)
+    warnings.extend(notes)
+    specs = _specs(sources, prints, grid, options.resampling, warnings)
     windows = WindowPlan(grid.width, grid.height, budget.chunk)
     index = SourceIndex(windows, [s.bbox if s else None for s in specs], halo)
     raw = grid.width * grid.height * band_count * np.dtype(out_dtype).itemsize
     co = creation_options(options, out_dtype, raw, block, budget.threads)
-    warnings.extend(_warnings(sources, prints, specs, co, raw))
+    warnings.extend(_warnings(sources, prints, specs, co, raw, nodata_input))
+    if nodata_out is None and nodata_input is not None and method != "count":
+        warnings.append(f"NODATA_INPUT {nodata_input:g} cannot be stored in the {out_dtype} "
+                        "output: where no input is valid 0 is written, with no nodata flag; "
+                        "set NODATA_OUTPUT")
     return Plan(options, sources, grid, prints, specs, method, rule, band_count, input_dtype,
                 out_dtype, nodata_out, nodata_input, feather, halo, block, windows, index,
-                budget, co, warnings)
+                budget, co, warnings, metas)
 
 
-def _warnings(sources, prints, specs, co, raw):
+def _specs(sources, prints, grid, resampling, warnings):
+    """Each input's read spec; inputs with a colour table are never resampled by
+    blending (a bilinear mix of palette indices is another class): nearest instead."""
+    nearest = set()
+    if resampling in bandmeta.BLENDING:
+        nearest = {s.index for s in bandmeta.paletted(sources)}
+    specs = [build_spec(s, fp, grid, "nearest" if s.index in nearest else resampling)
+             for s, fp in zip(sources, prints)]
+    forced = [s.name for s, spec in zip(sources, specs)
+              if s.index in nearest and spec is not None and spec.kind != "direct"]
+    if forced:
+        warnings.append(f"{len(forced)} input(s) with a colour table ({', '.join(forced[:5])}) "
+                        f"are resampled with nearest, not {resampling}: blending palette "
+                        "indices gives other classes")
+    return specs
+
+
+def _warnings(sources, prints, specs, co, raw, nodata_input):
     out = []
     crs = {s.crs_wkt for s in sources}
     if len(crs) > 1:
@@ -215,7 +244,7 @@ def _warnings(sources, prints, specs, co, raw):
                    "to the output grid")
     bare = [s.name for s in sources if all(nd is None for nd in s.nodata)
             and not s.mask_per_dataset and not s.mask_per_band]
-    if bare and len(sources) > 1:
+    if bare and len(sources) > 1 and nodata_input is None:
         listed = ", ".join(bare[:5]) + (f" and {len(bare) - 5} more" if len(bare) > 5 else "")
         out.append(f"{len(bare)} input(s) have no nodata value or mask ({listed}): all their "
                    "pixels count as valid; set NODATA_INPUT if they have a nodata collar")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from osgeo import gdal, gdal_array, osr
 
+from . import bandmeta
 from .errors import InputError, OptionError
 from .gdalenv import GdalFailure, open_readonly
 from .geokeys import cached_crs_wkt
@@ -39,6 +40,7 @@ class SourceInfo:
     mask_per_band: bool       # validity from each band's own mask band
     file_size: int
     mtime_ns: int
+    band_meta: tuple = ()     # per selected band: bandmeta.BandMeta (scale, unit, palette...)
 
     @property
     def bounds(self):
@@ -132,6 +134,7 @@ def _describe_open(index, path, ds, bands):
 
     dtypes = []
     nodata = []
+    metas = []
     per_dataset = per_band = False
     for b in selected:
         band = ds.GetRasterBand(b)
@@ -144,6 +147,7 @@ def _describe_open(index, path, ds, bands):
             dtype = np.dtype("int8")
         dtypes.append(dtype)
         nodata.append(band.GetNoDataValue())
+        metas.append(bandmeta.read(band))
         flags = band.GetMaskFlags()
         if flags & gdal.GMF_NODATA or flags == gdal.GMF_ALL_VALID:
             continue
@@ -162,7 +166,7 @@ def _describe_open(index, path, ds, bands):
         geotransform=gt, crs_wkt=cached_crs_wkt(path, crs_of_dataset),
         band_count=ds.RasterCount, bands=selected, alpha_band=alpha, dtype=np.result_type(*dtypes).name,
         nodata=tuple(nodata), mask_per_dataset=per_dataset, mask_per_band=per_band,
-        file_size=size, mtime_ns=mtime)
+        file_size=size, mtime_ns=mtime, band_meta=tuple(metas))
 
 
 def describe_all(paths, bands=None):
