@@ -20,6 +20,12 @@ _lock = threading.Lock()
 
 def raw_keys(path):
     """The raw bytes of a classic or Big TIFF's GeoKey tags, or None when not applicable."""
+    return raw_tags(path, _KEY_TAGS) or None
+
+
+def raw_tags(path, tags):
+    """((tag, type, byte order, bytes), ...) of the ``tags`` a plain TIFF's first image
+    has (() when none), or None when not applicable (not a TIFF, a .aux.xml beside it)."""
     if not path.lower().endswith((".tif", ".tiff")) or os.path.exists(path + ".aux.xml"):
         return None
     try:
@@ -49,7 +55,7 @@ def raw_keys(path):
             found = []
             for i in range(count):
                 tag, kind, n, value = struct.unpack_from(order + entry_fmt, entries, i * entry_size)
-                if tag not in _KEY_TAGS:
+                if tag not in tags:
                     continue
                 length = n * _TYPE_SIZES.get(kind, 0)
                 if length == 0 or length > 1 << 20:
@@ -60,7 +66,7 @@ def raw_keys(path):
                     fh.seek(struct.unpack(order + ("I" if inline == 4 else "Q"), value)[0])
                     data = fh.read(length)
                 found.append((tag, kind, order, data))
-            return tuple(found) if found else None
+            return tuple(found)
     except (OSError, struct.error):
         return None
 

@@ -135,6 +135,7 @@ def _describe_open(index, path, ds, bands):
     dtypes = []
     nodata = []
     metas = []
+    units = bandmeta.tiff_units(path)
     per_dataset = per_band = False
     for b in selected:
         band = ds.GetRasterBand(b)
@@ -147,7 +148,7 @@ def _describe_open(index, path, ds, bands):
             dtype = np.dtype("int8")
         dtypes.append(dtype)
         nodata.append(band.GetNoDataValue())
-        metas.append(bandmeta.read(band))
+        metas.append(bandmeta.read(band, b, units))
         flags = band.GetMaskFlags()
         if flags & gdal.GMF_NODATA or flags == gdal.GMF_ALL_VALID:
             continue

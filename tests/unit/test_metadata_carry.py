@@ -9,9 +9,11 @@ import pytest
 from osgeo import gdal
 
 from helpers import read, run_cli, vrt_reference, write_raster
+from streaming_mosaic.core import bandmeta
 from streaming_mosaic.core.errors import InputError
 from streaming_mosaic.core.options import Options
 from streaming_mosaic.core.plan import make_plan
+from streaming_mosaic.core.sources import describe
 
 RES = 10.0
 RGB = (gdal.GCI_RedBand, gdal.GCI_GreenBand, gdal.GCI_BlueBand)
@@ -255,3 +257,21 @@ def test_paletted_input_is_resampled_as_nearest_with_a_warning(tmp_path):
     got = read(out)[0]
     assert set(np.unique(got)) <= {0, 10, 200}
     np.testing.assert_array_equal(got, read(ref)[0])
+
+
+@pytest.mark.parametrize("options", [["TILED=YES"], ["BIGTIFF=YES"], ["PROFILE=GeoTIFF"]])
+def test_units_read_from_the_geotiff_tag_are_gdals(tmp_path, options):
+    """Units come from the GDAL_METADATA tag (GDAL's GetUnitType looks the CRS up for a
+    band without one); they must be what GDAL says, in GeoTIFFs of every layout."""
+    path = str(tmp_path / "u.tif")
+    write_raster(path, values(1, (3, 20, 30)), (0, RES, 0, 300, 0, -RES), options=options)
+    ds = gdal.Open(path, gdal.GA_Update)
+    for b, unit in ((1, "metre"), (3, "K")):
+        ds.GetRasterBand(b).SetUnitType(unit)
+    ds = None
+    aux = os.path.exists(path + ".aux.xml")  # PROFILE=GeoTIFF keeps units beside the file
+    info = describe(0, path)
+    ds = gdal.Open(path)
+    assert [m.unit for m in info.band_meta] == \
+        [ds.GetRasterBand(b).GetUnitType() for b in (1, 2, 3)] == ["metre", "", "K"]
+    assert (bandmeta.tiff_units(path) is None) == aux
