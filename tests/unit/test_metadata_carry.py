@@ -259,19 +259,26 @@ def test_paletted_input_is_resampled_as_nearest_with_a_warning(tmp_path):
     np.testing.assert_array_equal(got, read(ref)[0])
 
 
-@pytest.mark.parametrize("options", [["TILED=YES"], ["BIGTIFF=YES"], ["PROFILE=GeoTIFF"]])
+@pytest.mark.parametrize("options", [["TILED=YES"], ["BIGTIFF=YES"], "sidecar"])
 def test_units_read_from_the_geotiff_tag_are_gdals(tmp_path, options):
     """Units come from the GDAL_METADATA tag (GDAL's GetUnitType looks the CRS up for a
-    band without one); they must be what GDAL says, in GeoTIFFs of every layout."""
+    band without one); they must be what GDAL says, in GeoTIFFs of every layout, and
+    come from GDAL when a .aux.xml beside the file may hold them."""
     path = str(tmp_path / "u.tif")
-    write_raster(path, values(1, (3, 20, 30)), (0, RES, 0, 300, 0, -RES), options=options)
+    sidecar = options == "sidecar"
+    write_raster(path, values(1, (3, 20, 30)), (0, RES, 0, 300, 0, -RES),
+                 options=None if sidecar else options)
     ds = gdal.Open(path, gdal.GA_Update)
-    for b, unit in ((1, "metre"), (3, "K")):
-        ds.GetRasterBand(b).SetUnitType(unit)
+    ds.GetRasterBand(1).SetUnitType("metre")
+    ds.GetRasterBand(3).SetUnitType("K")
     ds = None
-    aux = os.path.exists(path + ".aux.xml")  # PROFILE=GeoTIFF keeps units beside the file
+    if sidecar:
+        with open(path + ".aux.xml", "w", encoding="utf-8") as fh:
+            fh.write('<PAMDataset><PAMRasterBand band="2"><UnitType>ft</UnitType>'
+                     '</PAMRasterBand></PAMDataset>')
     info = describe(0, path)
     ds = gdal.Open(path)
     assert [m.unit for m in info.band_meta] == \
-        [ds.GetRasterBand(b).GetUnitType() for b in (1, 2, 3)] == ["metre", "", "K"]
-    assert (bandmeta.tiff_units(path) is None) == aux
+        [ds.GetRasterBand(b).GetUnitType() for b in (1, 2, 3)] == \
+        ["metre", "ft" if sidecar else "", "K"]
+    assert (bandmeta.tiff_units(path) is None) == sidecar
