@@ -202,7 +202,8 @@ def _result(m0, agreed, method, out_dtype, notes):
                      f"{scale:g}) are not carried")
         scale, offset = 1.0, 0.0
     color = agreed["color"]
-    if color == gdal.GCI_PaletteIndex and not table:
+    # An alpha interpretation would make readers take a data band for the output's mask.
+    if color == gdal.GCI_AlphaBand or (color == gdal.GCI_PaletteIndex and not table):
         color = None
     if color is None:
         color = gdal.GCI_Undefined

@@ -282,3 +282,24 @@ def test_units_read_from_the_geotiff_tag_are_gdals(tmp_path, options):
         [ds.GetRasterBand(b).GetUnitType() for b in (1, 2, 3)] == \
         ["metre", "ft" if sidecar else "", "K"]
     assert (bandmeta.tiff_units(path) is None) == sidecar
+
+
+def test_a_data_band_marked_alpha_does_not_become_the_outputs_mask(tmp_path):
+    paths = []
+    for i in range(2):
+        data = values(i, (3, 30, 40), dtype=np.uint8)
+        data[2] = 255
+        path = write_raster(tmp_path / f"a{i}.tif", data, (i * 300.0, RES, 0, 300, 0, -RES),
+                            nodata=0)
+        ds = gdal.Open(path, gdal.GA_Update)  # band 2 says alpha too; band 3 is the alpha band
+        for b in (2, 3):
+            ds.GetRasterBand(b).SetColorInterpretation(gdal.GCI_AlphaBand)
+        ds = None
+        paths.append(path)
+    assert [m["color"] for m in file_meta(paths[0])][1:] == ["Alpha", "Alpha"]
+    out = tmp_path / "out.tif"
+    run_cli(*paths, "-o", out, "--quiet", check=True)
+    assert file_meta(out)[0]["color"] == file_meta(paths[0])[0]["color"]
+    assert file_meta(out)[1]["color"] == "Undefined"
+    ds = gdal.Open(str(out))
+    assert ds.GetRasterBand(1).GetMaskFlags() == gdal.GMF_NODATA
