@@ -30,7 +30,8 @@ readonly DEFAULT_MIRROR=http://deb.debian.org/debian
 readonly SRC_IN_CHROOT=/src/streaming_mosaic
 readonly QGIS_PACKAGES=(
     qgis python3-qgis qgis-providers python3-gdal gdal-bin python3-pytest
-    python3-rasterio python3-matplotlib make git xvfb xauth zip time procps
+    python3-rasterio python3-matplotlib python3-venv python3-setuptools make git xvfb xauth
+    zip time procps
 )
 readonly CHROOT_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 readonly MARKER_NAME=.streaming-mosaic-ready  # written last: install finished
