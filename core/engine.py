@@ -271,7 +271,7 @@ def _kept_after_read_error(exc, box, plan, output, print_, state):
     done = state["done"]
     try:
         _checkpoint(box[0], partial, output, print_, done, total, failed)
-    except OutputError:
+    except (OutputError, OSError):
         done = state["durable"]  # the last checkpoint still holds
     writer.close(box)
     if not done:

@@ -45,8 +45,10 @@ def files_read(path, ds):
         ``(absolute name, size, mtime_ns, etag)`` per file, the input's own file first.
     """
     driver = ds.GetDriver().ShortName if ds.GetDriver() is not None else ""
-    if driver in ("GTiff", "COG") and not path.startswith("/vsi") and os.path.isfile(path):
-        return (stat(path),)
+    if driver in ("GTiff", "COG") and not path.startswith("/vsi"):
+        own = stat(absolute(path))
+        if own[1] >= 0:  # a plain file (else e.g. GTIFF_DIR:2:f.tif)
+            return (own,)
     seen = {}
     _collect(_listed(path, ds), seen, {absolute(path)}, 0)
     return tuple(seen.values())
