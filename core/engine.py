@@ -352,22 +352,20 @@ def _finish(plan, output, progress, cancel):
         return lambda f: progress(lo + (1 - lo) * f, "overviews" if not opts.cog else "COG")
 
     try:
+        final = partial
         if opts.cog:
-            tmp = writer.cog_partial_path(output)
+            final = writer.cog_partial_path(output)
             try:
-                writer.make_cog(partial, tmp, plan, sub(0.8), cancel)
+                writer.make_cog(partial, final, plan, sub(0.8), cancel)
             except OutputError as exc:
                 raise OutputError(output, f"{str(exc)[len(exc.path) + 2:]}; the complete partial "
                                   f"output {partial} and its checkpoint were kept: run again with "
                                   "RESUME (after freeing space if needed) to make only the COG "
                                   "again") from None
-            writer.publish(tmp, output)
-            checkpoint.remove(output)
-        else:
-            if opts.overviews:
-                writer.build_overviews(partial, plan, sub(0.8), cancel)
-            writer.publish(partial, output)
-            checkpoint.remove(output)
+        elif opts.overviews:
+            writer.build_overviews(partial, plan, sub(0.8), cancel)
+        writer.publish(final, output)
+        checkpoint.remove(output)
     except MosaicError:
         raise
     except KeyboardInterrupt:
