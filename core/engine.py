@@ -240,13 +240,13 @@ def _write_all(plan, output, start, progress, cancel, log):
         _release(exc)
         writer.close(box)
         if state["durable"] > 0 and not writer.damaged_blocks(partial):
-            raise OutputError(exc.path, f"{str(exc)[len(exc.path) + 2:]}; the partial output "
+            raise OutputError(exc.path, f"{exc.reason}; the partial output "
                               f"and its checkpoint ({state['durable']} of {total} windows) were "
                               f"kept: free space and run again with RESUME, or delete "
                               f"{os.path.basename(partial)}*") from None
         checkpoint.remove(output)
         if state["durable"] > 0:
-            raise OutputError(exc.path, f"{str(exc)[len(exc.path) + 2:]}; the failed write "
+            raise OutputError(exc.path, f"{exc.reason}; the failed write "
                               "damaged the partial output, so it was removed") from None
         raise
     except InputError as exc:
@@ -277,7 +277,7 @@ def _kept_after_read_error(exc, box, plan, output, print_, state):
     if not done:
         checkpoint.remove(output)
         return exc
-    return InputError(exc.path, f"{str(exc)[len(exc.path) + 2:]}; the partial output and its "
+    return InputError(exc.path, f"{exc.reason}; the partial output and its "
                       f"checkpoint ({done} of {total} windows) were kept: repair or replace "
                       f"the input and run again with RESUME, or delete {os.path.basename(partial)}*")
 
@@ -358,7 +358,7 @@ def _finish(plan, output, progress, cancel):
             try:
                 writer.make_cog(partial, final, plan, sub(0.8), cancel)
             except OutputError as exc:
-                raise OutputError(output, f"{str(exc)[len(exc.path) + 2:]}; the complete partial "
+                raise OutputError(output, f"{exc.reason}; the complete partial "
                                   f"output {partial} and its checkpoint were kept: run again with "
                                   "RESUME (after freeing space if needed) to make only the COG "
                                   "again") from None
