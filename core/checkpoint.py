@@ -6,8 +6,16 @@ number of windows done. It is replaced atomically (write, fsync, rename,
 fsync the folder) after the partial itself has been flushed and fsynced, so
 after a crash the journal never claims more than the file holds.
 
-The fingerprint ties a journal to one job: the inputs (path, size, mtime),
-the grid, the method and every option that changes pixels or layout.
+The fingerprint ties a journal to one job: the inputs (path, bands, pixel box
+on the grid, and size, mtime and ETag of every file each reads: see
+:mod:`.inputfiles`), the grid, the method and every option that changes pixels
+or layout.
+
+When a run stops because an input failed to read, the journal names that
+input (``failed``). It may then be repaired or replaced before resuming even
+though its files changed: windows are redone from the first one that reads it
+(the windows before never read it, so they hold the same pixels a fresh run
+would write). Any other change refuses the resume.
 """
 
 import hashlib
@@ -17,7 +25,7 @@ import os
 from . import __version__ as CORE_VERSION
 from .errors import ResumeError
 
-FORMAT = 1
+FORMAT = 2
 
 
 def partial_path(output):
@@ -34,7 +42,8 @@ def fingerprint(plan):
     co = {k: v for k, v in plan.creation_options.items() if k != "NUM_THREADS"}
     return {
         "format": FORMAT,
-        "inputs": [[s.path, s.file_size, s.mtime_ns, list(s.bands)] for s in plan.sources],
+        "inputs": [[s.path, list(s.bands), list(spec.bbox) if spec else None,
+                    [list(f) for f in s.files]] for s, spec in zip(plan.sources, plan.specs)],
         "grid": [plan.grid.crs_wkt, list(plan.grid.geotransform), plan.grid.width,
                  plan.grid.height],
         "method": plan.method,
@@ -66,15 +75,38 @@ def load(output):
     return data
 
 
-def verify(journal, print_, output):
-    """Raise :class:`ResumeError` unless the journal belongs to this job."""
-    old = journal.get("fingerprint", {})
-    if digest(old) == digest(print_):
-        return
-    what = _first_difference(old, print_)
+def resume_point(journal, plan, output):
+    """The window to resume from, and a line for the log when it is not the journal's.
+
+    Raises
+    ------
+    ResumeError
+        Unless the journal belongs to this job (see the module docstring).
+    """
+    old, new = journal.get("fingerprint", {}), fingerprint(plan)
+    done = int(journal["done"])
+    if digest(old) == digest(new):
+        return done, None
+    failed = [i for i in journal.get("failed") or () if isinstance(i, int)]
+    if failed and digest(_without_files(old, failed)) == digest(_without_files(new, failed)):
+        names = ", ".join(plan.sources[i].name for i in failed if i < len(plan.sources))
+        start = next((w for w in range(done)
+                      if any(i in plan.index.sources_for(w) for i in failed)), done)
+        return start, (f"RESUME: {names} changed since it failed to read; the windows from "
+                       f"the first one reading it (window {start + 1}) are computed again")
+    what = _first_difference(old, new)
     raise ResumeError(
         f"RESUME: the checkpoint of {output} was made by a different job ({what}); "
         f"run without RESUME to start over (this replaces {os.path.basename(partial_path(output))})")
+
+
+def _without_files(print_, indices):
+    """A copy of the fingerprint with the file fingerprints of some inputs left out."""
+    inputs = [list(entry) for entry in print_.get("inputs", [])]
+    for i in indices:
+        if i < len(inputs) and inputs[i]:
+            inputs[i][-1] = None
+    return dict(print_, inputs=inputs)
 
 
 def _first_difference(old, new):
@@ -84,22 +116,38 @@ def _first_difference(old, new):
     if len(old_inputs) != len(new_inputs):
         return f"{len(old_inputs)} inputs then, {len(new_inputs)} now"
     for a, b in zip(old_inputs, new_inputs):
+        name = os.path.basename(b[0]) or b[0]
         if a[0] != b[0]:
-            return f"input {os.path.basename(b[0])} was {os.path.basename(a[0])}"
+            return f"input {name} was {os.path.basename(a[0]) or a[0]}"
+        if a[:-1] != b[:-1]:
+            return f"input {name} has changed since"
         if a != b:
-            return f"input {os.path.basename(b[0])} has changed since"
+            return f"input {name} has changed since{_changed_file(a[-1], b[-1])}"
     for key in new:
         if old.get(key) != new.get(key):
             return f"different {key.replace('_', ' ')}"
     return "different options"
 
 
-def write(output, print_, done, total):
-    """Atomically record that the first ``done`` windows are durable."""
+def _changed_file(old_files, new_files):
+    """ ": its file NAME" for the first file read that changed, when it is not the input."""
+    old_by_name = {f[0]: f for f in old_files}
+    for index, entry in enumerate(new_files):
+        if old_by_name.get(entry[0]) != entry:
+            return "" if index == 0 else f": its file {entry[0]}"
+    gone = [f[0] for f in old_files if f[0] not in {g[0] for g in new_files}]
+    return f": it no longer reads {gone[0]}" if gone else ""
+
+
+def write(output, print_, done, total, failed=()):
+    """Atomically record that the first ``done`` windows are durable.
+
+    ``failed``: indices of the inputs whose read failed, stopping the run.
+    """
     path = journal_path(output)
     tmp = path + ".tmp"
     data = {"fingerprint": print_, "done": int(done), "total": int(total),
-            "version": CORE_VERSION}
+            "failed": list(failed), "version": CORE_VERSION}
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(data, fh)
         fh.flush()

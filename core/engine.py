@@ -23,8 +23,8 @@ import traceback
 
 import numpy as np
 
-from . import checkpoint, writer
-from .errors import Cancelled, MosaicError, OutputError
+from . import checkpoint, runlock, writer
+from .errors import Cancelled, InputError, MosaicError, OutputError
 from .gdalenv import GdalFailure, cache_budget, release_free_memory, thread_env
 from .plan import describe, make_plan
 from .render import Context, render_window
@@ -110,21 +110,26 @@ def run(options, progress=None, cancel=None, log=None):
     ------
     MosaicError
         OptionError, InputError, OutputError or ResumeError with a one-line
-        message; Cancelled when cancelled (the partial output is kept).
+        message (OutputError too when another run is writing OUTPUT); Cancelled
+        when cancelled (the partial output is kept).
     """
     progress = progress or (lambda fraction, text: None)
     cancel = cancel or (lambda: False)
     log = log or (lambda message, level="info": None)
     started = time.monotonic()
     output = writer.check_output(options.output, options.inputs)
-    with thread_env():
-        plan, start = _plan_with_resume(options, output, log)
-        for line in describe(plan):
-            level = "warning" if line.startswith("warning: ") else "info"
-            log(line[9:] if level == "warning" else line, level)
-        with cache_budget(plan.budget.cache):
-            moved = _write_all(plan, output, start, progress, cancel, log)
-            _finish(plan, output, progress, cancel)
+    with runlock.exclusive(output), thread_env():
+        try:
+            plan, start = _plan_with_resume(options, output, log)
+            for line in describe(plan):
+                level = "warning" if line.startswith("warning: ") else "info"
+                log(line[9:] if level == "warning" else line, level)
+            with cache_budget(plan.budget.cache):
+                moved = _write_all(plan, output, start, progress, cancel, log)
+                _finish(plan, output, progress, cancel)
+        finally:
+            # A COG copy left by this run or by a killed one: resume makes it again.
+            writer.remove_cog_partial(output)
     if moved:
         log(f"{moved} valid pixel(s) equal to the nodata value {plan.nodata_out:g} were "
             "written as the nearest other value", "warning")
@@ -144,8 +149,9 @@ def _plan_with_resume(options, output, log):
     chunk = journal["fingerprint"].get("chunk")
     if not options.chunk_size and chunk and chunk != plan.budget.chunk:
         plan = make_plan(dataclasses.replace(options, chunk_size=chunk))
-    checkpoint.verify(journal, checkpoint.fingerprint(plan), output)
-    done = int(journal["done"])
+    done, note = checkpoint.resume_point(journal, plan, output)
+    if note:
+        log(note)
     log(f"RESUME: {done} of {len(plan.windows)} windows already written")
     return plan, done
 
@@ -242,20 +248,46 @@ def _write_all(plan, output, start, progress, cancel, log):
         _release(exc)
         writer.close(box)
         if state["durable"] > 0 and not writer.damaged_blocks(partial):
-            raise OutputError(exc.path, f"{str(exc)[len(exc.path) + 2:]}; the partial output "
+            raise OutputError(exc.path, f"{exc.reason}; the partial output "
                               f"and its checkpoint ({state['durable']} of {total} windows) were "
                               f"kept: free space and run again with RESUME, or delete "
                               f"{os.path.basename(partial)}*") from None
         checkpoint.remove(output)
         if state["durable"] > 0:
-            raise OutputError(exc.path, f"{str(exc)[len(exc.path) + 2:]}; the failed write "
+            raise OutputError(exc.path, f"{exc.reason}; the failed write "
                               "damaged the partial output, so it was removed") from None
         raise
+    except InputError as exc:
+        _release(exc)
+        raise _kept_after_read_error(exc, box, plan, output, print_, state) from None
     except BaseException as exc:
         _release(exc)
         writer.close(box)
         checkpoint.remove(output)
         raise
+
+
+def _kept_after_read_error(exc, box, plan, output, print_, state):
+    """Keep the windows written before an input failed to read, in a checkpoint that
+    names the input, so RESUME continues once it is repaired; returns the error to raise.
+
+    Nothing is kept when no window was written yet.
+    """
+    partial = checkpoint.partial_path(output)
+    total = len(plan.windows)
+    failed = [i for i, s in enumerate(plan.sources) if s.path == exc.path]
+    done = state["done"]
+    try:
+        _checkpoint(box[0], partial, output, print_, done, total, failed)
+    except (OutputError, OSError):
+        done = state["durable"]  # the last checkpoint still holds
+    writer.close(box)
+    if not done:
+        checkpoint.remove(output)
+        return exc
+    return InputError(exc.path, f"{exc.reason}; the partial output and its "
+                      f"checkpoint ({done} of {total} windows) were kept: repair or replace "
+                      f"the input and run again with RESUME, or delete {os.path.basename(partial)}*")
 
 
 def _open_partial(plan, output, start, print_):
@@ -314,10 +346,10 @@ def _closed(box, partial):
         raise writer.output_error(partial, exc, "closing the output failed") from None
 
 
-def _checkpoint(ds, partial, output, print_, done, total):
+def _checkpoint(ds, partial, output, print_, done, total, failed=()):
     writer.flush(ds, partial)
     checkpoint.fsync_file(partial)
-    checkpoint.write(output, print_, done, total)
+    checkpoint.write(output, print_, done, total, failed)
 
 
 def _finish(plan, output, progress, cancel):
@@ -329,16 +361,20 @@ def _finish(plan, output, progress, cancel):
         return lambda f: progress(lo + (1 - lo) * f, "overviews" if not opts.cog else "COG")
 
     try:
+        final = partial
         if opts.cog:
-            tmp = output + ".cog.partial"
-            writer.make_cog(partial, tmp, plan, sub(0.8), cancel)
-            writer.publish(tmp, output)
-            checkpoint.remove(output)
-        else:
-            if opts.overviews:
-                writer.build_overviews(partial, plan, sub(0.8), cancel)
-            writer.publish(partial, output)
-            checkpoint.remove(output)
+            final = writer.cog_partial_path(output)
+            try:
+                writer.make_cog(partial, final, plan, sub(0.8), cancel)
+            except OutputError as exc:
+                raise OutputError(output, f"{exc.reason}; the complete partial "
+                                  f"output {partial} and its checkpoint were kept: run again with "
+                                  "RESUME (after freeing space if needed) to make only the COG "
+                                  "again") from None
+        elif opts.overviews:
+            writer.build_overviews(partial, plan, sub(0.8), cancel)
+        writer.publish(final, output)
+        checkpoint.remove(output)
     except MosaicError:
         raise
     except KeyboardInterrupt:

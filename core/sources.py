@@ -15,6 +15,7 @@ from . import bandmeta
 from .errors import InputError, OptionError
 from .gdalenv import GdalFailure, open_readonly
 from .geokeys import cached_crs_wkt
+from .inputfiles import files_read
 
 # GDAL types the core handles, as numpy dtypes.
 SUPPORTED = {np.dtype(t) for t in ("uint8", "int8", "uint16", "int16", "uint32", "int32",
@@ -38,8 +39,7 @@ class SourceInfo:
     nodata: tuple             # per selected band: float or None
     mask_per_dataset: bool    # validity from one mask/alpha band shared by all bands
     mask_per_band: bool       # validity from each band's own mask band
-    file_size: int
-    mtime_ns: int
+    files: tuple              # (absolute name, size, mtime_ns, etag) of every file it reads
     band_meta: tuple = ()     # per selected band: bandmeta.BandMeta (scale, unit, palette...)
 
     @property
@@ -53,15 +53,6 @@ class SourceInfo:
     @property
     def name(self):
         return os.path.basename(self.path.rstrip("/")) or self.path
-
-
-def _file_stat(path):
-    try:
-        st = os.stat(path)
-        return st.st_size, st.st_mtime_ns
-    except OSError:
-        stat = gdal.VSIStatL(path)  # /vsizip/, /vsicurl/ ...
-        return (stat.size, int(stat.mtime) * 10**9) if stat else (0, 0)
 
 
 def describe(index, path, bands=None):
@@ -161,13 +152,12 @@ def _describe_open(index, path, ds, bands):
         srs = ds.GetSpatialRef()
         return srs.ExportToWkt() if srs is not None else ""
 
-    size, mtime = _file_stat(path)
     return SourceInfo(
         index=index, path=path, width=ds.RasterXSize, height=ds.RasterYSize,
         geotransform=gt, crs_wkt=cached_crs_wkt(path, crs_of_dataset),
         band_count=ds.RasterCount, bands=selected, alpha_band=alpha, dtype=np.result_type(*dtypes).name,
         nodata=tuple(nodata), mask_per_dataset=per_dataset, mask_per_band=per_band,
-        file_size=size, mtime_ns=mtime, band_meta=tuple(metas))
+        files=files_read(path, ds), band_meta=tuple(metas))
 
 
 def describe_all(paths, bands=None):

@@ -22,6 +22,11 @@ from . import bandmeta
 from .errors import OptionError, OutputError
 from .gdalenv import GdalFailure, check, check_status
 
+try:
+    import resource
+except ImportError:  # Windows
+    resource = None
+
 EXTENSIONS = (".tif", ".tiff")
 
 
@@ -180,20 +185,42 @@ def damaged_blocks(path):
     return None
 
 
-def output_error(path, exc, what):
-    """An OutputError for a failed GDAL write, saying so when the disk is full."""
+MB = 2**20
+
+
+def output_error(path, exc, what, needed=MB):
+    """An OutputError for a failed GDAL write, saying so when the disk is full.
+
+    GDAL's message rarely says so ("TIFFAppendToStrip:Seek error"): the disk
+    counts as full when less than ``needed`` bytes are free, and the file size
+    limit (``ulimit -f``) as reached when the file plus ``needed`` exceeds it.
+    Call this before deleting what the failed write left.
+    """
     text = str(exc)
-    if "No space left" in text or "ENOSPC" in text or _disk_full(path):
+    if "No space left" in text or "ENOSPC" in text:
         return OutputError(path, f"{what}: no space left on the device")
+    room = _no_room(path, needed)
+    if room:
+        return OutputError(path, f"{what}: {room}")
     return OutputError(path, f"{what} ({text})")
 
 
-def _disk_full(path):
+def _no_room(path, needed):
     try:
         st = os.statvfs(os.path.dirname(path) or ".")
+        free = st.f_bavail * st.f_frsize
     except OSError:
-        return False
-    return st.f_bavail * st.f_frsize < 1024 * 1024
+        free = None
+    if free is not None and free < needed:
+        return (f"no space left on the device ({free / MB:,.1f} MB free, about "
+                f"{needed / MB:,.0f} MB needed)" if needed > MB else "no space left on the device")
+    if resource is None:
+        return None
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    if limit != resource.RLIM_INFINITY and max(size + MB, needed) > limit:
+        return f"the file size limit (ulimit -f) of {limit / MB:,.1f} MB was reached"
+    return None
 
 
 def overview_factors(width, height, block):
@@ -322,8 +349,15 @@ def cog_options(plan):
     return [f"{k}={v}" for k, v in result.items()]
 
 
+def cog_partial_path(output):
+    return output + ".cog.partial"
+
+
 def make_cog(src, dst, plan, progress=None, cancel=None):
-    """Copy the finished tiled GeoTIFF ``src`` to a Cloud Optimized GeoTIFF ``dst``."""
+    """Copy the finished tiled GeoTIFF ``src`` to a Cloud Optimized GeoTIFF ``dst``.
+
+    On failure ``dst`` and the COG driver's temporary files are removed.
+    """
     callback = _callback(progress, cancel)
     box = []
     try:
@@ -334,14 +368,32 @@ def make_cog(src, dst, plan, progress=None, cancel=None):
             close_checked(box)
     except KeyboardInterrupt:
         close(box)
-        _remove(dst)
+        _remove_cog(dst)
         raise
     except GdalFailure as exc:
         close(box)
-        _remove(dst)
+        # Before removing anything: the COG with its overviews and the driver's
+        # temporary overview file take about 1.7 times the partial.
+        error = output_error(dst, exc, "writing the COG failed",
+                             int(os.path.getsize(src) * 1.7) if os.path.exists(src) else MB)
+        _remove_cog(dst)
         if cancel and cancel():
             raise
-        raise output_error(dst, exc, "writing the COG failed") from None
+        raise error from None
+
+
+# The COG driver's temporary files beside its output (GDAL 3.6 - 3.10).
+COG_TEMPORARY = (".ovr.tmp", ".msk.ovr.tmp")
+
+
+def _remove_cog(dst):
+    for path in (dst,) + tuple(dst + suffix for suffix in COG_TEMPORARY):
+        _remove(path)
+
+
+def remove_cog_partial(output):
+    """Delete ``OUTPUT.cog.partial`` and the COG driver's temporary files, if any."""
+    _remove_cog(cog_partial_path(output))
 
 
 def _remove(path):

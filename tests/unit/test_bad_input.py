@@ -116,6 +116,11 @@ CASES = {
 }
 
 
+# Found while reading a window, after others were written: those are kept for RESUME.
+MID_RUN = {"truncated GeoTIFF", "corrupt tile found mid-run"}
+KEPT = ["mosaic.tif.partial", "mosaic.tif.partial.json"]
+
+
 @pytest.fixture
 def good(tmp_path):
     folder = tmp_path / "in"
@@ -139,11 +144,15 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(good, case):
     assert line.startswith("streaming_mosaic: error: ")
     assert name in line
     assert folder_state(folder) == before
-    assert os.listdir(os.path.dirname(out)) == []  # no OUTPUT, no OUTPUT.partial*
+    if case in MID_RUN:  # no OUTPUT; the windows written before are kept, and it says so
+        assert "kept" in line and "RESUME" in line
+        assert sorted(os.listdir(os.path.dirname(out))) == KEPT
+    else:
+        assert os.listdir(os.path.dirname(out)) == []  # no OUTPUT, no OUTPUT.partial*
     assert leftovers(folder) == []
 
 
-def test_corrupt_tile_fails_only_after_windows_were_written_and_removes_the_partial(good):
+def test_corrupt_tile_fails_only_after_windows_were_written_and_keeps_them(good):
     folder, paths, out = good
     corrupt_block(paths[-1], 1, 1, seed=3)
     before = folder_state(folder)
@@ -154,7 +163,7 @@ def test_corrupt_tile_fails_only_after_windows_were_written_and_removes_the_part
                    progress=lambda fraction, text: written.append(text))
     assert os.path.basename(paths[-1]) in str(info.value)
     assert len(written) >= 12  # met at window row 3 of 5, not when the file was opened
-    assert os.listdir(os.path.dirname(out)) == []
+    assert sorted(os.listdir(os.path.dirname(out))) == KEPT
     assert folder_state(folder) == before
 
 
@@ -209,4 +218,6 @@ def test_a_failed_run_leaves_an_existing_output_untouched(good, case):
     res = run_cli("--chunk", "256", "--quiet", *args)
     assert res.returncode == 2, res.stderr
     assert name in one_line(res.stderr)
-    assert folder_state(os.path.dirname(out)) == old
+    now = folder_state(os.path.dirname(out))
+    assert sorted(now) == sorted(old) + (KEPT if case in MID_RUN else [])
+    assert {n: now[n] for n in old} == old

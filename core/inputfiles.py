@@ -1,0 +1,146 @@
+"""Which files an input really reads, and a cheap fingerprint of each.
+
+A checkpoint may only be resumed while every byte its durable windows were
+made from is unchanged. A plain GeoTIFF is one file, but an input can read
+others: a VRT reads its sources (and nested VRTs theirs), a subdataset such as
+``NETCDF:"f.nc":var`` reads its container file, a ``/vsizip/`` member its
+archive. Each file is fingerprinted as ``(absolute name, size, mtime_ns, etag)``:
+size and modification time from one ``stat`` (``VSIStatL`` for ``/vsi`` paths,
+whose times have one-second resolution), plus the ETag header for objects on
+a server (``/vsicurl/``, ``/vsis3/`` ...) that sends one. A file that cannot
+be stat'ed gets size -1.
+
+Plain local GeoTIFFs (the 10,000-tile case) cost one ``stat``: GDAL's own file
+list would probe some 40 side-car names per file.
+"""
+
+import os
+
+from osgeo import gdal
+
+from .gdalenv import GdalFailure, open_readonly
+
+NETWORK = ("/vsicurl/", "/vsis3/", "/vsigs/", "/vsiaz/", "/vsiadls/", "/vsioss/",
+           "/vsiswift/", "/vsiwebhdfs/", "/vsihdfs/")
+ARCHIVES = ("/vsizip/", "/vsitar/", "/vsigzip/", "/vsi7z/", "/vsirar/")
+ARCHIVE_EXTENSIONS = (".zip", ".kmz", ".tar", ".tgz", ".tar.gz", ".gz", ".7z", ".rar")
+
+# Nested VRTs followed at most this deep (a VRT may name itself).
+MAX_DEPTH = 16
+
+
+def files_read(path, ds):
+    """Fingerprints of every file the open dataset ``ds`` (opened from ``path``) reads.
+
+    Parameters
+    ----------
+    path : str
+        The name the input was opened with.
+    ds : gdal.Dataset
+        The open input.
+
+    Returns
+    -------
+    tuple of (str, int, int, str)
+        ``(absolute name, size, mtime_ns, etag)`` per file, the input's own file first.
+    """
+    driver = ds.GetDriver().ShortName if ds.GetDriver() is not None else ""
+    if driver in ("GTiff", "COG") and not path.startswith("/vsi"):
+        own = stat(absolute(path))
+        if own[1] >= 0:  # a plain file (else e.g. GTIFF_DIR:2:f.tif)
+            return (own,)
+    seen = {}
+    _collect(_listed(path, ds), seen, {absolute(path)}, 0)
+    return tuple(seen.values())
+
+
+def _listed(path, ds):
+    names = list(ds.GetFileList() or [])
+    if not names:
+        container = _subdataset_file(path)
+        names = [container] if container else [path]
+    return names
+
+
+def _collect(names, seen, expanded, depth):
+    for name in names:
+        name = absolute(name)
+        if name in seen:
+            continue
+        seen[name] = stat(name)
+        container = _archive(name)
+        if container:
+            _collect([container], seen, expanded, depth)
+        if name.lower().endswith(".vrt") and name not in expanded and depth < MAX_DEPTH:
+            expanded.add(name)
+            try:
+                nested = open_readonly(name)
+            except GdalFailure:
+                continue  # the run reports an unreadable source when it reads it
+            _collect(_listed(name, nested), seen, expanded, depth + 1)
+            nested = None
+
+
+def absolute(name):
+    """``name`` with a local relative file (also inside ``/vsizip/`` etc.) made absolute."""
+    for prefix in ARCHIVES:
+        if name.startswith(prefix):
+            inner = name[len(prefix):]
+            if inner and not inner.startswith(("/", "{")):
+                return prefix + os.path.abspath(inner)
+            return name
+    return name if name.startswith("/vsi") else os.path.abspath(name)
+
+
+def stat(name):
+    """``(name, size, mtime_ns, etag)`` of one file; size -1 when it cannot be stat'ed."""
+    if not name.startswith("/vsi"):
+        try:
+            st = os.stat(name)
+        except OSError:
+            return (name, -1, 0, "")
+        return (name, st.st_size, st.st_mtime_ns, "")
+    st = gdal.VSIStatL(name)
+    if st is None:
+        return (name, -1, 0, "")
+    return (name, st.size, int(st.mtime) * 10**9, _etag(name))
+
+
+def _etag(name):
+    if not name.startswith(NETWORK):
+        return ""
+    try:
+        headers = gdal.GetFileMetadata(name, "HEADERS") or {}
+    except RuntimeError:
+        return ""
+    for key, value in headers.items():
+        if key.lower() == "etag":
+            return value
+    return ""
+
+
+def _archive(name):
+    """The archive file a ``/vsizip/``-style name reads from, or None."""
+    for prefix in ARCHIVES:
+        if name.startswith(prefix):
+            inner = name[len(prefix):]
+            if inner.startswith("{"):
+                return inner[1:inner.index("}")] if "}" in inner else None
+            lower = inner.lower()
+            for end in range(len(inner)):
+                if inner[end] == "/" and lower[:end].endswith(ARCHIVE_EXTENSIONS):
+                    return inner[:end]
+            return inner
+    return None
+
+
+def _subdataset_file(path):
+    """The container of a ``DRIVER:"file":name`` or ``DRIVER:file:name`` subdataset, or None."""
+    head, sep, rest = path.partition(":")
+    if not sep or not head.replace("_", "").isalnum() or len(head) < 2:
+        return None
+    if rest.startswith('"'):
+        end = rest.find('"', 1)
+        return rest[1:end] if end > 0 else None
+    candidate = rest.partition(":")[0]
+    return candidate or None
