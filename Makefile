@@ -60,10 +60,10 @@ screenshots:
 	$(PY) tools/screenshots.py --out resources/screenshots
 
 test-qgis340:
-	tools/chroot.sh qgis340 -- make test SKIP_DEPS=1
+	tools/chroot.sh qgis340 -- make test
 
 test-qgis344:
-	tools/chroot.sh qgis344 -- make test SKIP_DEPS=1
+	tools/chroot.sh qgis344 -- make test
 
 test-fresh:
 	tools/chroot.sh fresh12 -- sh -c 'make demo && make test'

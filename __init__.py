@@ -16,7 +16,7 @@ _API = {
     "GdalFailure": "errors",
     "RULES": "composite", "Rule": "composite", "pairwise_rule": "composite",
     "Options": "options", "PARAMS": "options",
-    "Result": "engine",
+    "Result": "engine", "Progress": "progress",
 }
 
 __all__ = sorted(_API) + ["classFactory"]

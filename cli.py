@@ -20,7 +20,7 @@ from .core import __version__
 from .core.engine import run
 from .core.errors import Cancelled, MosaicError, OptionError
 from .core.options import PARAMS, Options, choice
-from .core.plan import describe, make_plan
+from .core.plan import make_plan, summary_lines
 
 PROG = "streaming_mosaic"
 
@@ -121,7 +121,8 @@ class ProgressBar:
         self.last_draw = 0.0
         self.started = time.monotonic()
 
-    def __call__(self, fraction, text):
+    def __call__(self, event):
+        fraction, text = event.fraction, event.text
         if self.quiet:
             return
         if self.tty:
@@ -210,7 +211,8 @@ def _main(argv, err):
         options = options_from_args(args)
         bar = ProgressBar(err, args.quiet)
         if args.plan:
-            for line in describe(make_plan(options, strict=False)):
+            plan = make_plan(options, strict=False)
+            for line in summary_lines(plan) + [f"warning: {w}" for w in plan.warnings]:
                 print(line)
             return 0
         if not options.output:

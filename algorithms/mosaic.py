@@ -13,13 +13,11 @@ from .parameters import add_parameters, read_options, tr
 MAX_WINDOW_LINES = 200
 
 
-def _worth_logging(text):
-    if not text.startswith("window "):
+def _worth_logging(event):
+    if event.phase != "windows":
         return True
-    done, _, total = text[7:].partition("/")
-    done, total = int(done), int(total)
-    step = -(-total // MAX_WINDOW_LINES)
-    return done in (1, total) or done % step == 0
+    step = -(-event.total // MAX_WINDOW_LINES)
+    return event.done in (1, event.total) or event.done % step == 0
 
 
 class MosaicAlgorithm(StreamingMosaicAlgorithm):
@@ -55,12 +53,12 @@ class MosaicAlgorithm(StreamingMosaicAlgorithm):
 
         last_text = [None]
 
-        def progress(fraction, text):
-            feedback.setProgress(100.0 * fraction)
-            if text == last_text[0] or not _worth_logging(text):
+        def progress(event):
+            feedback.setProgress(100.0 * event.fraction)
+            if event.text == last_text[0] or not _worth_logging(event):
                 return  # the dialog appends every progress text to its log
-            last_text[0] = text
-            feedback.setProgressText(text)
+            last_text[0] = event.text
+            feedback.setProgressText(event.text)
 
         def log(message, level="info"):
             if level == "warning":

@@ -14,7 +14,7 @@ from qgis.core import (
 )
 
 from ..core.errors import MosaicError
-from ..core.plan import describe, make_plan
+from ..core.plan import make_plan, summary_lines
 from ..core.report import figures, footprint_rings, html_report, input_rows
 from .base import StreamingMosaicAlgorithm
 from .compat import FAST_INSERT, POLYGON, VECTOR_POLYGON, field
@@ -83,11 +83,10 @@ class PlanAlgorithm(StreamingMosaicAlgorithm):
             plan = make_plan(options, strict=False)
         except MosaicError as exc:
             raise QgsProcessingException(str(exc)) from None
-        for line in describe(plan):
-            if line.startswith("warning: "):
-                feedback.pushWarning(line[9:])
-            else:
-                feedback.pushInfo(line)
+        for line in summary_lines(plan):
+            feedback.pushInfo(line)
+        for warning in plan.warnings:
+            feedback.pushWarning(warning)
         numbers = figures(plan)
         results = {name: numbers[key] for name, key, _label in NUMBERS + STRINGS}
         results["WARNINGS"] = "\n".join(plan.warnings)

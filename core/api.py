@@ -83,8 +83,11 @@ def mosaic(inputs: Iterable[PathLike], output: PathLike, *,
     output : path
         A ``.tif`` / ``.tiff`` file; written as ``output.partial`` and renamed
         when complete.
-    progress : callable(fraction, text), optional
-        Called once per window, and during overviews and the COG step.
+    progress : callable(Progress), optional
+        Called once per window, and during overviews and the COG step, with a
+        :class:`~.progress.Progress`: ``phase`` ("windows", "overviews", "cog",
+        "done"), ``done`` and ``total`` windows, ``fraction`` of the whole run, and
+        ``text`` ("window 3/25").
     cancel : callable() -> bool, optional
         Polled between windows; when it returns True the run stops and raises
         :class:`~.errors.Cancelled`, keeping a partial that ``resume=True`` continues.

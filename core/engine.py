@@ -26,7 +26,8 @@ import numpy as np
 from . import checkpoint, runlock, writer
 from .errors import Cancelled, InputError, MosaicError, OutputError
 from .gdalenv import GdalFailure, cache_budget, release_free_memory, thread_env
-from .plan import describe, make_plan
+from .plan import make_plan, summary_lines
+from .progress import WINDOWS_SHARE, Progress
 from .render import Context, render_window
 
 try:
@@ -95,8 +96,9 @@ def run(options, progress=None, cancel=None, log=None):
     Parameters
     ----------
     options : Options
-    progress : callable(fraction, text), optional
-        Called once per window (and during overviews / COG).
+    progress : callable(Progress), optional
+        Called with a :class:`~.progress.Progress` once per window (and during
+        overviews / COG).
     cancel : callable() -> bool, optional
         Polled between windows and while waiting for one.
     log : callable(message, level), optional
@@ -113,7 +115,7 @@ def run(options, progress=None, cancel=None, log=None):
         message (OutputError too when another run is writing OUTPUT); Cancelled
         when cancelled (the partial output is kept).
     """
-    progress = progress or (lambda fraction, text: None)
+    progress = progress or (lambda event: None)
     cancel = cancel or (lambda: False)
     log = log or (lambda message, level="info": None)
     started = time.monotonic()
@@ -121,9 +123,10 @@ def run(options, progress=None, cancel=None, log=None):
     with runlock.exclusive(output), thread_env():
         try:
             plan, start = _plan_with_resume(options, output, log)
-            for line in describe(plan):
-                level = "warning" if line.startswith("warning: ") else "info"
-                log(line[9:] if level == "warning" else line, level)
+            for line in summary_lines(plan):
+                log(line, "info")
+            for warning in plan.warnings:
+                log(warning, "warning")
             with cache_budget(plan.budget.cache):
                 moved = _write_all(plan, output, start, progress, cancel, log)
                 _finish(plan, output, progress, cancel)
@@ -162,7 +165,7 @@ def _write_all(plan, output, start, progress, cancel, log):
     print_ = checkpoint.fingerprint(plan)
     total = len(plan.windows)
     box = _open_partial(plan, output, start, print_)  # closed through writer.close
-    phase = 0.8 if plan.options.cog or plan.options.overviews else 1.0
+    share = WINDOWS_SHARE if plan.options.cog or plan.options.overviews else 1.0
     state = {"done": start, "durable": start, "moved": 0}
     stop = threading.Event()
     contexts = []
@@ -221,7 +224,7 @@ def _write_all(plan, output, start, progress, cancel, log):
                 state["done"] += 1
                 if state["done"] % TRIM_EVERY == 0:
                     release_free_memory()
-                progress(phase * state["done"] / total, f"window {state['done']}/{total}")
+                progress(Progress("windows", state["done"], total, share * state["done"] / total))
                 if time.monotonic() - last_sync >= plan.options.checkpoint_seconds:
                     _checkpoint(box[0], partial, output, print_, state["done"], total)
                     state["durable"] = state["done"]
@@ -358,21 +361,22 @@ def _finish(plan, output, progress, cancel):
     opts = plan.options
 
     def sub(lo):
-        return lambda f: progress(lo + (1 - lo) * f, "overviews" if not opts.cog else "COG")
+        phase = "cog" if opts.cog else "overviews"
+        return lambda f: progress(Progress(phase, 0, 0, lo + (1 - lo) * f))
 
     try:
         final = partial
         if opts.cog:
             final = writer.cog_partial_path(output)
             try:
-                writer.make_cog(partial, final, plan, sub(0.8), cancel)
+                writer.make_cog(partial, final, plan, sub(WINDOWS_SHARE), cancel)
             except OutputError as exc:
                 raise OutputError(output, f"{exc.reason}; the complete partial "
                                   f"output {partial} and its checkpoint were kept: run again with "
                                   "RESUME (after freeing space if needed) to make only the COG "
                                   "again") from None
         elif opts.overviews:
-            writer.build_overviews(partial, plan, sub(0.8), cancel)
+            writer.build_overviews(partial, plan, sub(WINDOWS_SHARE), cancel)
         writer.publish(final, output)
         checkpoint.remove(output)
     except MosaicError:
@@ -385,4 +389,4 @@ def _finish(plan, output, progress, cancel):
             raise Cancelled(f"cancelled while finishing; the complete partial output {partial} "
                             "was kept: run again with RESUME to finish it", partial=partial) from None
         raise OutputError(output, str(exc)) from None
-    progress(1.0, "done")
+    progress(Progress("done", 0, 0, 1.0))

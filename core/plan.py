@@ -256,8 +256,8 @@ def _warnings(sources, prints, specs, co, raw, nodata_input):
     return out
 
 
-def describe(plan):
-    """A few lines summarising the plan, for logs."""
+def summary_lines(plan):
+    """A few lines summarising the plan, for logs (its warnings are ``plan.warnings``)."""
     g = plan.grid
     crs = crs_label(g.crs_wkt)
     low, high = plan.disk_estimate()
@@ -270,6 +270,5 @@ def describe(plan):
         f"expected output size: {low / MB:,.0f}-{high / MB:,.0f} MB "
         f"({plan.creation_options.get('COMPRESS')})",
     ]
-    lines += [f"warning: {w}" for w in plan.warnings]
     return lines
 

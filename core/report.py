@@ -6,7 +6,7 @@ import os
 from osgeo import osr
 
 from .memory import MB
-from .plan import describe
+from .plan import summary_lines
 from .sources import crs_label, srs_from_wkt
 
 # Python + numpy + GDAL loaded, before any buffer (measured on Debian 12).
@@ -104,7 +104,7 @@ def html_report(plan, max_rows=1000):
         out.append("<h2>Warnings</h2><ul>")
         out += [f"<li class='warn'>{esc(w)}</li>" for w in f["warnings"]]
         out.append("</ul>")
-    out.append("<h2>Details</h2><pre>" + esc("\n".join(describe(plan))) + "</pre>")
+    out.append("<h2>Details</h2><pre>" + esc("\n".join(summary_lines(plan))) + "</pre>")
     rows = input_rows(plan)
     out.append(f"<h2>Inputs ({len(rows)})</h2><table><tr><th>#</th><th>file</th><th>CRS</th>"
                "<th>pixel size</th><th>size</th><th>bands</th><th>type</th><th>nodata</th>"

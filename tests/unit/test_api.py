@@ -32,7 +32,7 @@ def test_mosaic_with_keyword_names_matches_gdal_and_reports_progress(tiles, tmp_
     out = tmp_path / "m.tif"
     result = streaming_mosaic.mosaic(tiles, out, method="last", compression="zstd",
                                      memory_mb=64, chunk_size=256,
-                                     progress=lambda fraction, text: seen.append(fraction))
+                                     progress=lambda event: seen.append(event.fraction))
     assert result.output == str(out)
     assert (result.width, result.height) == (gdal.Open(str(out)).RasterXSize,
                                              gdal.Open(str(out)).RasterYSize)

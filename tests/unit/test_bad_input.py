@@ -160,7 +160,7 @@ def test_corrupt_tile_fails_only_after_windows_were_written_and_keeps_them(good)
     with pytest.raises(InputError) as info:
         engine.run(Options(inputs=paths, output=out, chunk_size=256, threads=2,
                            checkpoint_seconds=0.0),
-                   progress=lambda fraction, text: written.append(text))
+                   progress=lambda event: written.append(event.text))
     assert os.path.basename(paths[-1]) in str(info.value)
     assert len(written) >= 12  # met at window row 3 of 5, not when the file was opened
     assert sorted(os.listdir(os.path.dirname(out))) == KEPT

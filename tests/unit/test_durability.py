@@ -40,7 +40,8 @@ def interrupt(paths, out, after, **kw):
     """Run through the core API and cancel once ``after`` windows are written."""
     seen = []
 
-    def progress(_fraction, text):
+    def progress(event):
+        text = event.text
         if text.startswith("window "):
             seen.append(text)
 
@@ -555,7 +556,8 @@ import os, signal, sys
 from streaming_mosaic.core import engine
 from streaming_mosaic.core.options import Options
 
-def progress(fraction, text):
+def progress(event):
+    fraction, text = event.fraction, event.text
     if text == "COG" and fraction > 0.9:
         os.kill(os.getpid(), signal.SIGKILL)  # a crash half-way through the COG step
 

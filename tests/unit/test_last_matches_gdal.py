@@ -12,7 +12,8 @@ from helpers import read, run_cli, tile_set, vrt_reference
 @pytest.mark.parametrize("chunk", ["256", "0"])
 def test_last_is_pixel_identical_to_gdal_vrt(tmp_path, dtype, bands, chunk):
     nodata = -9999 if dtype in ("int16", "float32") else 0
-    paths = tile_set(tmp_path, seed=zlib.crc32(f"{dtype}-{bands}".encode()) % 1000, grid=(3, 3), size=(300, 260),
+    seed = zlib.crc32(f"{dtype}-{bands}".encode()) % 1000
+    paths = tile_set(tmp_path, seed=seed, grid=(3, 3), size=(300, 260),
                      overlap=40, bands=bands, dtype=dtype, nodata=nodata)
     out = tmp_path / "mosaic.tif"
     run_cli(*paths, "-o", out, "--chunk", chunk, "--quiet", check=True)

@@ -118,7 +118,8 @@ def cancel_after(n):
     """A (progress, cancel) pair: cancel becomes True once ``n`` windows were written."""
     seen = {"windows": 0}
 
-    def progress(_fraction, text):
+    def progress(event):
+        text = event.text
         if text.startswith("window "):
             seen["windows"] += 1
 
@@ -239,7 +240,8 @@ def test_stopping_while_finishing_keeps_the_complete_partial_and_resume_finishes
     stage = "COG" if finish == "cog" else "overviews"
     stopped = []
 
-    def progress(_fraction, text):
+    def progress(event):
+        text = event.text
         if text == stage and not stopped:
             stopped.append(text)
             if how == "SIGINT":

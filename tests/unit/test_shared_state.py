@@ -120,7 +120,7 @@ def _corrupt_input_mid_run(paths, out, folder):
 def _cancelled(paths, out, folder):
     calls = []
     with pytest.raises(Cancelled):
-        engine.run(_opts(paths, out), progress=lambda f, t: calls.append(t),
+        engine.run(_opts(paths, out), progress=lambda event: calls.append(event.text),
                    cancel=lambda: len(calls) >= 3)
 
 
@@ -185,7 +185,8 @@ def test_two_concurrent_runs_in_one_process_match_sequential_runs_and_share_the_
     seen, errors = {}, {}
 
     def job(key):
-        def progress(fraction, text):
+        def progress(event):
+            text = event.text
             if text.startswith("window 1/"):
                 met.wait()  # both runs are inside their cache budget now
                 seen[key] = gdal.GetCacheMax()

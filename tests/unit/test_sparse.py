@@ -72,7 +72,8 @@ def test_sparse_ok_resumes_to_the_same_small_mosaic(tmp_path):
                 chunk_size=1024, threads=2, checkpoint_seconds=0.0)
     seen = {"windows": 0}
 
-    def progress(_fraction, text):
+    def progress(event):
+        text = event.text
         seen["windows"] += text.startswith("window ")
 
     with pytest.raises(Cancelled):
