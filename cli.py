@@ -84,7 +84,7 @@ def _attach_negative_values(parser, argv):
     i = 0
     while i < len(argv):
         action = parser._option_string_actions.get(argv[i])
-        if (action is not None and action.nargs is None and action.option_strings
+        if (action is not None and action.nargs is None
                 and not isinstance(action, argparse._StoreConstAction) and i + 1 < len(argv)
                 and argv[i + 1][:1] == "-" and argv[i + 1][1:2] in tuple("0123456789.")):
             out.append(f"{argv[i]}={argv[i + 1]}")

@@ -77,11 +77,9 @@ class Timers:
 
 
 def instrumented_run(inputs, out, threads, memory_mb, profile=False, compress="lzw",
-                     flush_each_window=False, reopen_threads=False):
+                     flush_each_window=False):
     """Run the engine in-process with stage timers (and cProfile); return (wall, timers, stats)."""
     import dataclasses
-
-    from osgeo import gdal
 
     from streaming_mosaic import cli
     from streaming_mosaic.core import composite, engine, readers, render, writer
@@ -94,18 +92,6 @@ def instrumented_run(inputs, out, threads, memory_mb, profile=False, compress="l
         saved.append((module, name, original))
         setattr(module, name, timers.wrap(label, original))
 
-    if reopen_threads:
-        # Experiment: reopen the partial with the NUM_THREADS open option, so GDAL keeps
-        # compressing tiles on its own threads after the engine closes and reopens it.
-        from streaming_mosaic.core.gdalenv import check
-
-        plain_open = writer.open_update
-
-        def open_update_threads(path):
-            return check(gdal.OpenEx, path, gdal.OF_RASTER | gdal.OF_UPDATE, ["GTiff"],
-                         open_options=[f"NUM_THREADS={threads}"])
-        saved.append((writer, "open_update", plain_open))
-        writer.open_update = open_update_threads
     if flush_each_window:
         # Experiment: the writer flushes (compresses) its dirty blocks after every window,
         # so readers never evict, and compress, output blocks in the shared block cache.
@@ -309,9 +295,6 @@ def main(argv=None):
     parser.add_argument("--compress", default="lzw", help="COMPRESSION of the profiled runs")
     parser.add_argument("--flush-each-window", action="store_true",
                         help="experiment: FlushCache the output after every window")
-    parser.add_argument("--reopen-with-num-threads", action="store_true",
-                        help="experiment: reopen the partial output with the NUM_THREADS "
-                             "open option")
     parser.add_argument("--no-sweep", action="store_true")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=2, help="rounds of the sweep")
@@ -344,13 +327,10 @@ def main(argv=None):
     for threads in (1, 2):
         wall, timers, _, result = instrumented_run(inputs, out, threads, args.memory_mb,
                                                    compress=args.compress,
-                                                   flush_each_window=args.flush_each_window,
-                                                   reopen_threads=args.reopen_with_num_threads)
+                                                   flush_each_window=args.flush_each_window)
         runs.append((threads, wall, timers, result))
         print(f"THREADS={threads}: {wall:.2f} s", flush=True)
-    experiments = [name for name, on in (("flush each window", args.flush_each_window),
-                                         ("reopen with NUM_THREADS",
-                                          args.reopen_with_num_threads)) if on]
+    experiments = ["flush each window"] if args.flush_each_window else []
     if experiments:
         lines += [f"Experiments (in-process patches, not the shipped code): "
                   f"{', '.join(experiments)}.", ""]
@@ -361,8 +341,7 @@ def main(argv=None):
 
     wall, _, stats, _ = instrumented_run(inputs, out, 1, args.memory_mb, profile=True,
                                          compress=args.compress,
-                                         flush_each_window=args.flush_each_window,
-                                         reopen_threads=args.reopen_with_num_threads)
+                                         flush_each_window=args.flush_each_window)
     print(f"cProfile THREADS=1: {wall:.2f} s", flush=True)
     lines += [f"## cProfile, THREADS=1 ({wall:.2f} s under the profiler), by total time", "",
               "```"] + top_functions(stats, "tottime", args.top) + ["```", ""]

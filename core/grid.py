@@ -16,7 +16,7 @@ from osgeo import gdal, osr
 
 from .errors import InputError, OptionError
 from .gdalenv import GdalFailure, check, unlink_quiet
-from .options import PARAM_BY_ATTR, RESOLUTIONS, parse_extent
+from .options import PARAM_BY_ATTR, parse_extent
 from .sources import srs_from_user, srs_from_wkt
 
 
@@ -202,13 +202,11 @@ def compute(infos, options):
             proxy.SetProjection(target_wkt)
         proxy = None
         proxies.append(name)
-    names = proxies
 
     kwargs = dict(bandList=[1], allowProjectionDifference=True, outputBounds=bounds)
     try:
         if pixel is None:
             kwargs["resolution"] = mode
-            assert mode in RESOLUTIONS
             if options.target_aligned_pixels:
                 # -tap needs an explicit -tr: take the resolution GDAL chose first.
                 gt = _build(proxies, kwargs, bounds is not None)[0]
@@ -223,7 +221,7 @@ def compute(infos, options):
             kwargs["outputBounds"] = _warp_union(prints)
         gt, width, height = _build(proxies, kwargs, bounds is not None)
     finally:
-        for name in names:
+        for name in proxies:
             unlink_quiet(name)
 
     grid = Grid(target_wkt, tuple(gt), width, height)

@@ -1,0 +1,89 @@
+"""Fast, in-process checks of the edge parsing: every value is checked once, into names."""
+
+import math
+
+import pytest
+
+from streaming_mosaic.cli import _attach_negative_values, build_parser, options_from_args
+from streaming_mosaic.core.errors import OptionError
+from streaming_mosaic.core.options import (PARAMS, Options, choice, enum_name, parse_bands,
+                                           parse_creation_options, parse_extent, validate)
+from streaming_mosaic.core.plan import block_size
+
+
+@pytest.mark.parametrize("text,expected", [
+    (None, None), ("", None), ("  ", None), ("3", (3,)), ("3,2,1", (3, 2, 1)), (" 4 , 1 ", (4, 1)),
+])
+def test_bands_parse_to_band_numbers(text, expected):
+    assert parse_bands(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "a,b", "1,,2", "-1", "1.5"])
+def test_bad_bands_name_the_option(text):
+    with pytest.raises(OptionError, match="BANDS"):
+        parse_bands(text)
+
+
+def test_creation_options_keep_order_and_upper_case_keys():
+    co = parse_creation_options("compress=zstd| zstd_level = 9 |\nBLOCKXSIZE=256")
+    assert list(co.items()) == [("COMPRESS", "zstd"), ("ZSTD_LEVEL", "9"), ("BLOCKXSIZE", "256")]
+    with pytest.raises(OptionError, match="CREATION_OPTIONS"):
+        parse_creation_options("TILED")
+
+
+def test_extent_in_gdal_order_and_refusals():
+    assert parse_extent("1,2,3,4") == ((1.0, 2.0, 3.0, 4.0), None)
+    assert parse_extent((1, 2, 3, 4))[0] == (1.0, 2.0, 3.0, 4.0)
+    assert parse_extent(None) == (None, None)
+    for bad in ("1,2,3", "1,2,a,4", "3,2,1,4", "1,2,3,nan"):
+        with pytest.raises(OptionError, match="EXTENT"):
+            parse_extent(bad)
+
+
+def test_enum_names_aliases_and_indices():
+    assert choice("resampling", "near") == "nearest"
+    assert choice("resampling", "MED") == "median"
+    assert choice("data_type", "byte") == "uint8"
+    assert choice("method", "7") == "feather" == choice("method", 7)
+    assert enum_name("compression", 2) == "zstd"
+    for attr, bad in (("method", "avg"), ("compression", 99), ("resolution", True)):
+        with pytest.raises(OptionError):
+            choice(attr, bad)
+
+
+def test_options_hold_names_and_validate_checks_them():
+    opts = Options(inputs=["a.tif"])
+    for p in PARAMS:
+        if p.kind == "enum":
+            assert getattr(opts, p.attr) == p.names[p.default]
+    validate(opts)
+    for field, value, option in (("method", 0, "METHOD"), ("memory_mb", 1, "MEMORY_MB"),
+                                 ("feather_distance", math.inf, "FEATHER_DISTANCE"),
+                                 ("threads", 1.5, "THREADS"), ("chunk_size", "8", "CHUNK_SIZE")):
+        with pytest.raises(OptionError, match=option):
+            validate(Options(inputs=["a.tif"], **{field: value}))
+
+
+def test_cli_flags_become_the_same_options():
+    parser = build_parser()
+    argv = ["a.tif", "b.tif", "-o", "o.tif", "--method", "mean", "--resampling", "near",
+            "--dtype", "byte", "--co", "ZSTD_LEVEL=3", "--co", "TILED=YES", "--nodata-input",
+            "-9999", "--extent", "-10,-5,10,5"]
+    opts = options_from_args(parser.parse_args(_attach_negative_values(parser, argv)))
+    assert (opts.method, opts.resampling, opts.data_type) == ("mean", "nearest", "uint8")
+    assert opts.creation_options == "ZSTD_LEVEL=3|TILED=YES"
+    assert opts.nodata_input == -9999.0 and opts.inputs == ["a.tif", "b.tif"]
+    assert parse_extent(opts.extent)[0] == (-10.0, -5.0, 10.0, 5.0)
+
+
+@pytest.mark.parametrize("co,chunk,size,expected", [
+    ({}, 0, (4000, 4000), 512), ({}, 256, (4000, 4000), 256), ({}, 0, (300, 200), 256),
+    ({"BLOCKXSIZE": "128", "BLOCKYSIZE": "192"}, 0, (4000, 4000), 384),
+])
+def test_block_size(co, chunk, size, expected):
+    assert block_size(co, chunk, size) == expected
+
+
+def test_block_size_refuses_a_block_not_a_multiple_of_16():
+    with pytest.raises(OptionError, match="BLOCKXSIZE"):
+        block_size({"BLOCKXSIZE": "100"}, 0, (1000, 1000))
