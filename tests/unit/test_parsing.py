@@ -6,8 +6,16 @@ import pytest
 
 from streaming_mosaic.cli import _attach_negative_values, build_parser, options_from_args
 from streaming_mosaic.core.errors import OptionError
-from streaming_mosaic.core.options import (PARAMS, Options, choice, enum_name, parse_bands,
-                                           parse_creation_options, parse_extent, validate)
+from streaming_mosaic.core.options import (
+    PARAMS,
+    Options,
+    choice,
+    enum_name,
+    parse_bands,
+    parse_creation_options,
+    parse_extent,
+    validate,
+)
 from streaming_mosaic.core.plan import block_size
 
 
