@@ -83,8 +83,14 @@ PARAMS = (
           choices=_choices(METHODS, (
               "Last (later input on top, as gdalbuildvrt)", "First (earlier input on top)",
               "Minimum", "Maximum", "Mean", "Sum", "Count (number of valid inputs)",
-              "Feather (distance-weighted blend across seams)")),
+              "Feather (distance-weighted blend across seams)", "Median",
+              "Percentile (see PERCENTILE)",
+              "Mode (most frequent valid value; ties: the smallest)")),
           cli="--method"),
+    Param("PERCENTILE", "percentile", "float", 50.0, "Percentile",
+          "The percentile for METHOD=percentile, 0-100: linear interpolation between the "
+          "sorted valid values (numpy's default). Integer outputs round half to even.",
+          minimum=0.0, maximum=100.0, cli="--percentile"),
     Param("FEATHER_DISTANCE", "feather_distance", "float", 32.0, "Feather distance (pixels)",
           "Width of the blend for METHOD=feather: a source's weight rises from 0 at the "
           "edge of its valid footprint to 1 at this many pixels inside.",

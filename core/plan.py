@@ -17,7 +17,7 @@ from osgeo import gdal
 from . import bandmeta
 from . import grid as gridmod
 from .errors import OptionError
-from .memory import MB, Budget, plan_budget
+from .memory import MB, Budget, plan_budget, smallest_budget_mb
 from .options import PARAM_BY_ATTR, parse_bands, parse_creation_options, rule_of, validate
 from .readers import build_spec
 from .sources import crs_label, scan
@@ -191,18 +191,17 @@ def make_plan(options, strict=True):
     halo = int(math.ceil(feather)) if rule.weights else 0
     co_user = parse_creation_options(options.creation_options)
     block = block_size(co_user, int(options.chunk_size or 0), (grid.width, grid.height))
-    budget = plan_budget(options.memory_mb, threads_wanted(options.threads), block, band_count,
-                         rule, input_dtype, out_dtype, (grid.width, grid.height),
-                         chunk=int(options.chunk_size or 0), halo=halo,
-                         warped=not all(fp.same_crs for fp in prints))
-    if not budget.fits:
-        warnings.append(f"MEMORY_MB={options.memory_mb} is too small for one "
-                        f"{budget.chunk}x{budget.chunk} window; the run may use more")
     metas, notes = bandmeta.combine(sources, method, out_dtype, strict)
     warnings.extend(notes)
     specs = _specs(sources, prints, grid, options.resampling, warnings)
+    boxes = [s.bbox if s else None for s in specs]
+    budget = _budget(options, options.memory_mb, block, band_count, rule, input_dtype,
+                     out_dtype, grid, halo, prints, boxes)
+    if not budget.fits:
+        warnings.append(f"MEMORY_MB={options.memory_mb} is too small for one "
+                        f"{budget.chunk}x{budget.chunk} window; the run may use more")
     windows = WindowPlan(grid.width, grid.height, budget.chunk)
-    index = SourceIndex(windows, [s.bbox if s else None for s in specs], halo)
+    index = SourceIndex(windows, boxes, halo)
     raw = grid.width * grid.height * band_count * np.dtype(out_dtype).itemsize
     co = creation_options(options, out_dtype, raw, block, budget.threads)
     warnings.extend(_warnings(sources, prints, specs, co, raw, nodata_input))
@@ -213,6 +212,30 @@ def make_plan(options, strict=True):
     return Plan(options, sources, grid, prints, specs, method, rule, band_count, input_dtype,
                 out_dtype, nodata_out, nodata_input, feather, halo, block, windows, index,
                 budget, co, warnings, metas)
+
+
+def _budget(options, memory_mb, block, band_count, rule, input_dtype, out_dtype, grid, halo,
+            prints, boxes):
+    """The memory budget; for a stack rule, refused when even one row of it cannot fit."""
+    size = (grid.width, grid.height)
+
+    def depth(side):
+        return SourceIndex(WindowPlan(grid.width, grid.height, side), boxes, halo).deepest()
+
+    def budget(mb):
+        return plan_budget(mb, threads_wanted(options.threads), block, band_count, rule,
+                           input_dtype, out_dtype, size, chunk=int(options.chunk_size or 0),
+                           halo=halo, warped=not all(fp.same_crs for fp in prints),
+                           depth=depth)
+
+    result = budget(memory_mb)
+    if rule.stack and not result.fits:
+        works = smallest_budget_mb(lambda mb: budget(mb).fits, memory_mb)
+        raise OptionError(PARAM_BY_ATTR["memory_mb"].flag(),
+                          f"{memory_mb} MB cannot hold one {result.chunk} px window with its "
+                          f"stack of {result.depth} input(s) for METHOD={rule.name}, even "
+                          f"stacked one row at a time; use at least {works} MB")
+    return result
 
 
 def _specs(sources, prints, grid, resampling, warnings):
