@@ -19,6 +19,7 @@ from . import grid as gridmod
 from .errors import OptionError
 from .memory import MB, Budget, plan_budget, smallest_budget_mb
 from .options import PARAM_BY_ATTR, parse_bands, parse_creation_options, rule_of, validate
+from .order import apply as order_inputs
 from .readers import build_spec
 from .sources import crs_label, scan
 from .windows import SourceIndex, WindowPlan
@@ -179,6 +180,7 @@ def make_plan(options, strict=True):
     method = rule.name
     bands = parse_bands(options.bands)
     sources, warnings = scan(options.inputs, bands, strict)
+    sources = order_inputs(options.order, sources)
     grid, prints = gridmod.compute(sources, options)
 
     input_dtype = np.result_type(*[np.dtype(s.dtype) for s in sources]).name
