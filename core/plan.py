@@ -58,9 +58,14 @@ class Plan:
         return self.budget.threads
 
     @property
+    def out_bands(self):
+        """Bands written: the data bands, plus the alpha band with ADD_ALPHA."""
+        return self.band_count + (1 if self.options.add_alpha else 0)
+
+    @property
     def raw_bytes(self):
         """Uncompressed size of the mosaic."""
-        return self.grid.width * self.grid.height * self.band_count * np.dtype(self.out_dtype).itemsize
+        return self.grid.width * self.grid.height * self.out_bands * np.dtype(self.out_dtype).itemsize
 
     def disk_estimate(self):
         """(low, high) bytes the output may take on disk."""
@@ -157,6 +162,8 @@ def creation_options(options, out_dtype, raw_bytes, block, threads):
     # A compressed tile can be larger than its raw pixels on noise: decide from raw size.
     co["BIGTIFF"] = "YES" if raw_bytes * over > 3.5 * 2 ** 30 else "IF_SAFER"
     co["NUM_THREADS"] = str(threads)
+    if options.add_alpha:
+        co["ALPHA"] = "YES"
     co.update(user)
     return co
 
@@ -197,14 +204,15 @@ def make_plan(options, strict=True):
     warnings.extend(notes)
     specs = _specs(sources, prints, grid, options.resampling, warnings)
     boxes = [s.bbox if s else None for s in specs]
-    budget = _budget(options, options.memory_mb, block, band_count, rule, input_dtype,
+    out_bands = band_count + (1 if options.add_alpha else 0)
+    budget = _budget(options, options.memory_mb, block, out_bands, rule, input_dtype,
                      out_dtype, grid, halo, prints, boxes)
     if not budget.fits:
         warnings.append(f"MEMORY_MB={options.memory_mb} is too small for one "
                         f"{budget.chunk}x{budget.chunk} window; the run may use more")
     windows = WindowPlan(grid.width, grid.height, budget.chunk)
     index = SourceIndex(windows, boxes, halo)
-    raw = grid.width * grid.height * band_count * np.dtype(out_dtype).itemsize
+    raw = grid.width * grid.height * out_bands * np.dtype(out_dtype).itemsize
     co = creation_options(options, out_dtype, raw, block, budget.threads)
     warnings.extend(_warnings(sources, prints, specs, co, raw, nodata_input))
     if nodata_out is None and nodata_input is not None and method != "count":
@@ -272,7 +280,8 @@ def _warnings(sources, prints, specs, co, raw, nodata_input):
     if bare and len(sources) > 1 and nodata_input is None:
         listed = ", ".join(bare[:5]) + (f" and {len(bare) - 5} more" if len(bare) > 5 else "")
         out.append(f"{len(bare)} input(s) have no nodata value or mask ({listed}): all their "
-                   "pixels count as valid; set NODATA_INPUT if they have a nodata collar")
+                   "pixels count as valid; set NODATA_INPUT if they have a nodata collar, or "
+                   "ADD_ALPHA to mark where the inputs are")
     missed = [s.name for s, spec in zip(sources, specs) if spec is None]
     if missed:
         out.append(f"{len(missed)} input(s) lie outside the output extent: {', '.join(missed[:5])}")

@@ -97,8 +97,13 @@ def render_window(plan, window, ctx=None, out=None):
 
 def _finish(plan, window, acc, out):
     if out is None:
-        out = np.empty((plan.band_count, window.h, window.w), plan.out_dtype)
-    return finalize(plan.rule, acc, plan.out_dtype, plan.nodata_out, out)
+        out = np.empty((plan.out_bands, window.h, window.w), plan.out_dtype)
+    if plan.out_bands == plan.band_count:
+        return finalize(plan.rule, acc, plan.out_dtype, plan.nodata_out, out)
+    # ADD_ALPHA: 255 where any band of any input is valid (gdalbuildvrt -addalpha).
+    np.multiply(acc.filled.any(axis=0), 255, out=out[-1], casting="unsafe")
+    values, moved = finalize(plan.rule, acc, plan.out_dtype, plan.nodata_out, out[:-1])
+    return out, moved
 
 
 def _render_stacked(plan, window, ctx, acc, ids):
