@@ -65,7 +65,8 @@ class Plan:
     @property
     def raw_bytes(self):
         """Uncompressed size of the mosaic."""
-        return self.grid.width * self.grid.height * self.out_bands * np.dtype(self.out_dtype).itemsize
+        size = np.dtype(self.out_dtype).itemsize
+        return self.grid.width * self.grid.height * self.out_bands * size
 
     def disk_estimate(self):
         """(low, high) bytes the output may take on disk."""

@@ -9,7 +9,8 @@ import pytest
 from helpers import read, tile_set, vrt_reference
 
 # The contract's parameters of streamingmosaic:mosaic, in order (CONTRACT.md).
-CONTRACT = ["INPUT", "METHOD", "PERCENTILE", "ORDER", "ADD_ALPHA", "FEATHER_DISTANCE", "NODATA_INPUT", "NODATA_OUTPUT", "TARGET_CRS",
+CONTRACT = ["INPUT", "METHOD", "PERCENTILE", "ORDER", "ADD_ALPHA", "FEATHER_DISTANCE",
+            "NODATA_INPUT", "NODATA_OUTPUT", "TARGET_CRS",
             "RESAMPLING", "RESOLUTION", "PIXEL_SIZE", "TARGET_ALIGNED_PIXELS", "EXTENT", "BANDS",
             "DATA_TYPE", "COMPRESSION", "CREATION_OPTIONS", "COG", "OVERVIEWS", "CHUNK_SIZE",
             "MEMORY_MB", "THREADS", "RESUME", "OUTPUT"]

@@ -133,3 +133,11 @@ def test_too_small_budget_refused_before_reading(tmp_path):
         streaming_mosaic.plan(paths, method="median", memory_mb=works - 1)
     plan = streaming_mosaic.plan(paths, method="median", memory_mb=works)
     assert plan.budget.fits and plan.budget.depth == 40
+
+
+def test_resume_fingerprint_holds_the_percentile(tmp_path):
+    from streaming_mosaic.core import checkpoint
+    paths, _ = _deep_stack(tmp_path, 2, size=64)
+    prints = [checkpoint.fingerprint(streaming_mosaic.plan(paths, method="percentile",
+                                                           percentile=q)) for q in (10, 90)]
+    assert prints[0] != prints[1]
