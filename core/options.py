@@ -97,8 +97,8 @@ PARAMS = (
           "(so the newest is on top with METHOD=last; the date comes from the metadata, "
           "else from a YYYYMMDD date in the file name); by file name; or by pixel size, "
           "coarsest first (the finest on top with METHOD=last). Ties keep the given order.",
-          choices=_choices(ORDERS, ("As given", "Acquisition date, oldest first", "File name",
-                                    "Pixel size, coarsest first")),
+          choices=_choices(ORDERS, ("As given", "By acquisition date, oldest first",
+                                    "By file name", "By pixel size, coarsest first")),
           cli="--order"),
     Param("ADD_ALPHA", "add_alpha", "bool", False, "Add an alpha band",
           "Add an alpha band: 255 where any input is valid, 0 elsewhere (as "
