@@ -48,6 +48,7 @@ def fingerprint(plan):
                  plan.grid.height],
         "method": plan.method,
         "feather_distance": plan.feather_distance if plan.method == "feather" else None,
+        "percentile": opts.percentile if plan.method == "percentile" else None,
         "resampling": opts.resampling,
         "nodata_input": plan.nodata_input,
         "nodata_output": plan.nodata_out,

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .stack import fill_stack, reduce_median, reduce_mode, reduce_percentile, reduce_stack
+
 
 @dataclass
 class Acc:
@@ -153,6 +155,8 @@ class Rule:
     weights: bool = False      # needs the feather accumulators and per-input weights
     reverse: bool = False      # feed inputs last to first
     stop_when_full: bool = False  # update returns the number of samples it filled
+    stack: bool = False        # needs every input at once: ``reduce(stack, count, q)``
+    reduce: object = None      # (see core/stack.py) instead of ``update``
 
     def work_dtype(self, input_dtype):
         input_dtype = np.dtype(input_dtype)
@@ -184,6 +188,10 @@ RULES = {rule.name: rule for rule in (  # in the contract's METHOD order
     Rule("sum", update_sum, result_value, work="wide"),
     Rule("count", update_count, result_count, counts=True),
     Rule("feather", update_feather, result_feather, work="float64", counts=True, weights=True),
+    Rule("median", None, result_value, work="float64", stack=True, reduce=reduce_median),
+    Rule("percentile", None, result_value, work="float64", stack=True,
+         reduce=reduce_percentile),
+    Rule("mode", None, result_value, work="float64", stack=True, reduce=reduce_mode),
 )}
 
 
@@ -305,7 +313,7 @@ def finalize(rule, acc, out_dtype, nodata, out=None):
     return out, moved
 
 
-def composite(method, stack, valids, out_dtype=None, nodata=None, weights=None):
+def composite(method, stack, valids, out_dtype=None, nodata=None, weights=None, q=50.0):
     """Composite a whole stack at once (for tests and small arrays).
 
     Parameters
@@ -315,6 +323,8 @@ def composite(method, stack, valids, out_dtype=None, nodata=None, weights=None):
     stack : sequence of arrays (bands, rows, cols)
     valids : sequence of bool arrays or None
     weights : sequence of (rows, cols) float arrays, for feather
+    q : float
+        The percentile, for METHOD=percentile.
 
     Returns
     -------
@@ -326,6 +336,14 @@ def composite(method, stack, valids, out_dtype=None, nodata=None, weights=None):
     if rule.name == "count":
         out_dtype = out_dtype if np.dtype(out_dtype).kind in "iu" else np.uint32
     acc = new_acc(rule, np.shape(stack[0]), dtype)
+    if rule.stack:
+        layers = np.full((len(stack),) + np.shape(stack[0]), np.nan)
+        count = np.zeros(np.shape(stack[0]), np.uint32)
+        for j, data in enumerate(stack):
+            fill_stack(layers, count, j, 0, 0, np.asarray(data), valids[j])
+        acc.value[...] = reduce_stack(rule, layers, count, q)
+        acc.filled[...] = count > 0
+        return finalize(rule, acc, out_dtype, nodata)[0]
     order = range(len(stack) - 1, -1, -1) if rule.reverse else range(len(stack))
     for i in order:
         weight = None if weights is None else weights[i]

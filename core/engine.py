@@ -182,7 +182,7 @@ def _write_all(plan, output, start, progress, cancel, log):
 
     # Finished windows go into recycled flat buffers: at most in_flight + 1 exist.
     buffers = queue.SimpleQueue()
-    full = plan.band_count * plan.budget.chunk * plan.budget.chunk
+    full = plan.out_bands * plan.budget.chunk * plan.budget.chunk
 
     sparse = writer.sparse(plan)
 
@@ -194,8 +194,8 @@ def _write_all(plan, output, start, progress, cancel, log):
             buf = buffers.get_nowait()
         except queue.Empty:
             buf = np.empty(full, plan.out_dtype)
-        out = buf[:plan.band_count * window.h * window.w].reshape(
-            plan.band_count, window.h, window.w)
+        out = buf[:plan.out_bands * window.h * window.w].reshape(
+            plan.out_bands, window.h, window.w)
         array, moved = render_window(plan, window, local.ctx, out)
         if sparse and writer.unwritten(plan, array):
             return None, moved, buf

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .stack import STACK_SAMPLE_BYTES, STACK_TEMP_BYTES
+
 MB = 2 ** 20
 CACHE_FRACTION = 0.25
 CACHE_MIN = 8 * MB
@@ -41,6 +43,8 @@ class Budget:
     warp: int            # warp memory per thread (0 without reprojection)
     overhead: int        # GDAL working memory outside the cache (datasets, compression)
     fits: bool           # False when even the smallest window exceeds the budget
+    depth: int = 0       # stack rules: the most inputs over one window
+    stack_rows: int = 0  # stack rules: rows of a window stacked at a time
 
     @property
     def estimated_peak(self):
@@ -49,32 +53,44 @@ class Budget:
                 + (self.in_flight + 1) * self.out_window)
 
     def describe(self):
-        return (f"{self.total / MB:.0f} MB budget: GDAL cache {self.cache / MB:.0f} MB, "
+        text = (f"{self.total / MB:.0f} MB budget: GDAL cache {self.cache / MB:.0f} MB, "
                 f"{self.threads} thread(s) x {self.per_window / MB:.1f} MB window buffers "
                 f"({self.chunk}x{self.chunk} px windows)")
+        if self.depth:
+            text += (f"; deepest stack {self.depth} input(s), stacked {self.stack_rows} "
+                     f"row(s) at a time")
+        return text
 
 
-def window_working_set(chunk, bands, rule, input_dtype, out_dtype, halo=0):
+def window_working_set(chunk, bands, rule, input_dtype, out_dtype, halo=0, depth=0, rows=0):
     """Bytes one thread holds while rendering a ``chunk`` x ``chunk`` window.
 
     Accumulators and the bool scratch of the window, the read buffers of one
     input (data, validity, mask, temporary), the float result of mean/feather
-    and, for feather, the distance transform of the haloed window.
+    and, for feather, the distance transform of the haloed window. For a stack
+    rule, the float64 stack of ``depth`` inputs over ``rows`` rows of the window
+    (all of them when 0) and its reduction's temporaries; reads are then of
+    ``rows`` rows too.
     """
     px = chunk * chunk * bands
     read_side = chunk + 2 * halo
     read_px = read_side * read_side * bands
+    stack = 0
+    if rule.stack:
+        strip_px = chunk * min(rows or chunk, chunk) * bands
+        read_px = strip_px
+        stack = strip_px * (max(depth, 1) * STACK_SAMPLE_BYTES + STACK_TEMP_BYTES)
     in_size = np.dtype(input_dtype).itemsize
     acc = px * (rule.bytes_per_sample(input_dtype) + 1)
     read = read_px * (in_size + 3)
     finish = px * (8 + np.dtype(out_dtype).itemsize) if rule.work != "input" \
         else px * np.dtype(out_dtype).itemsize
     feather = read_side * read_side * 30 + px * 8 if rule.weights else 0
-    return acc + read + finish + feather
+    return acc + read + finish + feather + stack
 
 
 def plan_budget(memory_mb, threads, block, bands, rule, input_dtype, out_dtype,
-                grid_size, chunk=0, halo=0, warped=False):
+                grid_size, chunk=0, halo=0, warped=False, depth=None):
     """Choose the cache size and window side for a run.
 
     Parameters
@@ -87,6 +103,10 @@ def plan_budget(memory_mb, threads, block, bands, rule, input_dtype, out_dtype,
     grid_size : (width, height)
     chunk : int
         Window side asked for (0 = choose); rounded up to a multiple of ``block``.
+    depth : callable(side) -> int, optional
+        For a stack rule: the most inputs over one window of that side (from the
+        source index). When a whole window's stack does not fit, the window is
+        stacked a strip of rows at a time (``Budget.stack_rows``).
 
     Returns
     -------
@@ -101,9 +121,18 @@ def plan_budget(memory_mb, threads, block, bands, rule, input_dtype, out_dtype,
     overhead = GDAL_OVERHEAD + threads * 2 * block_bytes
     out_size = np.dtype(out_dtype).itemsize
     largest = max(block, math.ceil(max(grid_size) / block) * block)
+    depths = {}
 
-    def cost(side, nthreads):
-        per = window_working_set(side, bands, rule, input_dtype, out_dtype, halo)
+    def deepest(side):
+        if not rule.stack or depth is None:
+            return 0
+        if side not in depths:
+            depths[side] = depth(side) if callable(depth) else int(depth)
+        return depths[side]
+
+    def cost(side, nthreads, rows=0):
+        per = window_working_set(side, bands, rule, input_dtype, out_dtype, halo,
+                                 deepest(side), rows)
         out = side * side * bands * out_size
         return per, out, cache + overhead + nthreads * (per + warp) + (nthreads + 2) * out
 
@@ -124,6 +153,38 @@ def plan_budget(memory_mb, threads, block, bands, rule, input_dtype, out_dtype,
                 nthreads -= 1
             else:
                 side = block
-    per, out, need = cost(side, nthreads)
+    rows = side if rule.stack else 0
+    if rule.stack and cost(side, nthreads, rows)[2] > total:
+        rows = _stack_rows(lambda r: cost(side, nthreads, r)[2] <= total, side)
+    per, out, need = cost(side, nthreads, rows)
     return Budget(total, cache, side, nthreads, nthreads + 1, per, out, warp, overhead,
-                  need <= total)
+                  need <= total, deepest(side), rows)
+
+
+def _stack_rows(fits, side):
+    """The most rows (1..side) for which ``fits(rows)``; 1 when none does."""
+    lo, hi = 1, side
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def smallest_budget_mb(fits_with, start_mb):
+    """The smallest MEMORY_MB (from ``start_mb`` up) for which ``fits_with(mb)`` is True."""
+    hi = max(int(start_mb), 16)
+    while not fits_with(hi):
+        hi *= 2
+        if hi > 2 ** 30:
+            return hi
+    lo = max(int(start_mb), 16)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits_with(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo

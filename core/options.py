@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from .composite import RULES, Rule
 from .errors import OptionError
+from .order import ORDERS
 
 METHODS = tuple(RULES)  # the compositing rules' table is the one list of METHOD names
 
@@ -83,8 +84,25 @@ PARAMS = (
           choices=_choices(METHODS, (
               "Last (later input on top, as gdalbuildvrt)", "First (earlier input on top)",
               "Minimum", "Maximum", "Mean", "Sum", "Count (number of valid inputs)",
-              "Feather (distance-weighted blend across seams)")),
+              "Feather (distance-weighted blend across seams)", "Median",
+              "Percentile (see PERCENTILE)",
+              "Mode (most frequent valid value; ties: the smallest)")),
           cli="--method"),
+    Param("PERCENTILE", "percentile", "float", 50.0, "Percentile",
+          "The percentile for METHOD=percentile, 0-100: linear interpolation between the "
+          "sorted valid values (numpy's default). Integer outputs round half to even.",
+          minimum=0.0, maximum=100.0, cli="--percentile"),
+    Param("ORDER", "order", "enum", 0, "Stacking order",
+          "Order the inputs are stacked in: as given; by acquisition date, oldest first "
+          "(so the newest is on top with METHOD=last; the date comes from the metadata, "
+          "else from a YYYYMMDD date in the file name); by file name; or by pixel size, "
+          "coarsest first (the finest on top with METHOD=last). Ties keep the given order.",
+          choices=_choices(ORDERS, ("As given", "By acquisition date, oldest first",
+                                    "By file name", "By pixel size, coarsest first")),
+          cli="--order"),
+    Param("ADD_ALPHA", "add_alpha", "bool", False, "Add an alpha band",
+          "Add an alpha band: 255 where any input is valid, 0 elsewhere (as "
+          "gdalbuildvrt -addalpha).", cli="--add-alpha"),
     Param("FEATHER_DISTANCE", "feather_distance", "float", 32.0, "Feather distance (pixels)",
           "Width of the blend for METHOD=feather: a source's weight rises from 0 at the "
           "edge of its valid footprint to 1 at this many pixels inside.",

@@ -17,8 +17,9 @@ from osgeo import gdal
 from . import bandmeta
 from . import grid as gridmod
 from .errors import OptionError
-from .memory import MB, Budget, plan_budget
+from .memory import MB, Budget, plan_budget, smallest_budget_mb
 from .options import PARAM_BY_ATTR, parse_bands, parse_creation_options, rule_of, validate
+from .order import apply as order_inputs
 from .readers import build_spec
 from .sources import crs_label, scan
 from .windows import SourceIndex, WindowPlan
@@ -57,9 +58,15 @@ class Plan:
         return self.budget.threads
 
     @property
+    def out_bands(self):
+        """Bands written: the data bands, plus the alpha band with ADD_ALPHA."""
+        return self.band_count + (1 if self.options.add_alpha else 0)
+
+    @property
     def raw_bytes(self):
         """Uncompressed size of the mosaic."""
-        return self.grid.width * self.grid.height * self.band_count * np.dtype(self.out_dtype).itemsize
+        size = np.dtype(self.out_dtype).itemsize
+        return self.grid.width * self.grid.height * self.out_bands * size
 
     def disk_estimate(self):
         """(low, high) bytes the output may take on disk."""
@@ -156,6 +163,8 @@ def creation_options(options, out_dtype, raw_bytes, block, threads):
     # A compressed tile can be larger than its raw pixels on noise: decide from raw size.
     co["BIGTIFF"] = "YES" if raw_bytes * over > 3.5 * 2 ** 30 else "IF_SAFER"
     co["NUM_THREADS"] = str(threads)
+    if options.add_alpha:
+        co["ALPHA"] = "YES"
     co.update(user)
     return co
 
@@ -179,6 +188,7 @@ def make_plan(options, strict=True):
     method = rule.name
     bands = parse_bands(options.bands)
     sources, warnings = scan(options.inputs, bands, strict)
+    sources = order_inputs(options.order, sources)
     grid, prints = gridmod.compute(sources, options)
 
     input_dtype = np.result_type(*[np.dtype(s.dtype) for s in sources]).name
@@ -191,19 +201,19 @@ def make_plan(options, strict=True):
     halo = int(math.ceil(feather)) if rule.weights else 0
     co_user = parse_creation_options(options.creation_options)
     block = block_size(co_user, int(options.chunk_size or 0), (grid.width, grid.height))
-    budget = plan_budget(options.memory_mb, threads_wanted(options.threads), block, band_count,
-                         rule, input_dtype, out_dtype, (grid.width, grid.height),
-                         chunk=int(options.chunk_size or 0), halo=halo,
-                         warped=not all(fp.same_crs for fp in prints))
-    if not budget.fits:
-        warnings.append(f"MEMORY_MB={options.memory_mb} is too small for one "
-                        f"{budget.chunk}x{budget.chunk} window; the run may use more")
     metas, notes = bandmeta.combine(sources, method, out_dtype, strict)
     warnings.extend(notes)
     specs = _specs(sources, prints, grid, options.resampling, warnings)
+    boxes = [s.bbox if s else None for s in specs]
+    out_bands = band_count + (1 if options.add_alpha else 0)
+    budget = _budget(options, options.memory_mb, block, out_bands, rule, input_dtype,
+                     out_dtype, grid, halo, prints, boxes)
+    if not budget.fits:
+        warnings.append(f"MEMORY_MB={options.memory_mb} is too small for one "
+                        f"{budget.chunk}x{budget.chunk} window; the run may use more")
     windows = WindowPlan(grid.width, grid.height, budget.chunk)
-    index = SourceIndex(windows, [s.bbox if s else None for s in specs], halo)
-    raw = grid.width * grid.height * band_count * np.dtype(out_dtype).itemsize
+    index = SourceIndex(windows, boxes, halo)
+    raw = grid.width * grid.height * out_bands * np.dtype(out_dtype).itemsize
     co = creation_options(options, out_dtype, raw, block, budget.threads)
     warnings.extend(_warnings(sources, prints, specs, co, raw, nodata_input))
     if nodata_out is None and nodata_input is not None and method != "count":
@@ -213,6 +223,30 @@ def make_plan(options, strict=True):
     return Plan(options, sources, grid, prints, specs, method, rule, band_count, input_dtype,
                 out_dtype, nodata_out, nodata_input, feather, halo, block, windows, index,
                 budget, co, warnings, metas)
+
+
+def _budget(options, memory_mb, block, band_count, rule, input_dtype, out_dtype, grid, halo,
+            prints, boxes):
+    """The memory budget; for a stack rule, refused when even one row of it cannot fit."""
+    size = (grid.width, grid.height)
+
+    def depth(side):
+        return SourceIndex(WindowPlan(grid.width, grid.height, side), boxes, halo).deepest()
+
+    def budget(mb):
+        return plan_budget(mb, threads_wanted(options.threads), block, band_count, rule,
+                           input_dtype, out_dtype, size, chunk=int(options.chunk_size or 0),
+                           halo=halo, warped=not all(fp.same_crs for fp in prints),
+                           depth=depth)
+
+    result = budget(memory_mb)
+    if rule.stack and not result.fits:
+        works = smallest_budget_mb(lambda mb: budget(mb).fits, memory_mb)
+        raise OptionError(PARAM_BY_ATTR["memory_mb"].flag(),
+                          f"{memory_mb} MB cannot hold one {result.chunk} px window with its "
+                          f"stack of {result.depth} input(s) for METHOD={rule.name}, even "
+                          f"stacked one row at a time; use at least {works} MB")
+    return result
 
 
 def _specs(sources, prints, grid, resampling, warnings):
@@ -247,7 +281,8 @@ def _warnings(sources, prints, specs, co, raw, nodata_input):
     if bare and len(sources) > 1 and nodata_input is None:
         listed = ", ".join(bare[:5]) + (f" and {len(bare) - 5} more" if len(bare) > 5 else "")
         out.append(f"{len(bare)} input(s) have no nodata value or mask ({listed}): all their "
-                   "pixels count as valid; set NODATA_INPUT if they have a nodata collar")
+                   "pixels count as valid; set NODATA_INPUT if they have a nodata collar, or "
+                   "ADD_ALPHA to mark where the inputs are")
     missed = [s.name for s, spec in zip(sources, specs) if spec is None]
     if missed:
         out.append(f"{len(missed)} input(s) lie outside the output extent: {', '.join(missed[:5])}")

@@ -12,6 +12,7 @@ import threading
 import numpy as np
 
 from .composite import finalize, new_acc
+from .stack import fill_stack, reduce_stack
 from .errors import Cancelled
 from .feather import weights as feather_weights
 from .readers import Handles, Scratch, read
@@ -59,6 +60,9 @@ def render_window(plan, window, ctx=None, out=None):
     acc = new_acc(rule, (plan.band_count, window.h, window.w), plan.input_dtype,
                   ctx.scratch.array)
     ids = plan.index.sources_for(window.index)
+    if rule.stack:
+        _render_stacked(plan, window, ctx, acc, ids)
+        return _finish(plan, window, acc, out)
     if rule.reverse:
         ids = ids[::-1]
     x0, y0, x1, y1 = window.bounds
@@ -88,9 +92,47 @@ def render_window(plan, window, ctx=None, out=None):
             unfilled -= filled
             if unfilled == 0:
                 break
+    return _finish(plan, window, acc, out)
+
+
+def _finish(plan, window, acc, out):
     if out is None:
-        out = np.empty((plan.band_count, window.h, window.w), plan.out_dtype)
-    return finalize(rule, acc, plan.out_dtype, plan.nodata_out, out)
+        out = np.empty((plan.out_bands, window.h, window.w), plan.out_dtype)
+    if plan.out_bands == plan.band_count:
+        return finalize(plan.rule, acc, plan.out_dtype, plan.nodata_out, out)
+    # ADD_ALPHA: 255 where any band of any input is valid (gdalbuildvrt -addalpha).
+    np.multiply(acc.filled.any(axis=0), 255, out=out[-1], casting="unsafe")
+    values, moved = finalize(plan.rule, acc, plan.out_dtype, plan.nodata_out, out[:-1])
+    return out, moved
+
+
+def _render_stacked(plan, window, ctx, acc, ids):
+    """Fill ``acc`` for a stack rule, stacking ``plan.budget.stack_rows`` rows at a time.
+
+    Each strip reads every input's part of it into a float64 stack (NaN where
+    invalid) and reduces it; pixels are independent, so strips and windows of
+    any size give the same values.
+    """
+    x0, y0, x1, _ = window.bounds
+    rows = plan.budget.stack_rows or window.h
+    q = getattr(plan.options, "percentile", 50.0)
+    for r0 in range(0, window.h, rows):
+        r1 = min(r0 + rows, window.h)
+        shape = (plan.band_count, r1 - r0, window.w)
+        stack = ctx.scratch.array("stack", (max(len(ids), 1),) + shape, np.float64)
+        stack.fill(np.nan)
+        count = ctx.scratch.array("stack.count", shape, np.uint32)
+        count.fill(0)
+        for j, i in enumerate(ids):
+            if ctx.cancel_event.is_set():
+                raise Cancelled()
+            got = read(plan.specs[i], ctx.handles, ctx.scratch, x0, y0 + r0, x1, y0 + r1,
+                       plan.nodata_input)
+            if got is not None:
+                fill_stack(stack, count, j, *got)
+        acc.value[:, r0:r1] = reduce_stack(plan.rule, stack[:len(ids)] if ids else stack,
+                                           count, q)
+        np.greater(count, 0, out=acc.filled[:, r0:r1])
 
 
 def _read_feathered(plan, spec, ctx, window):

@@ -83,3 +83,7 @@ class SourceIndex:
     def sources_for(self, window_index):
         """Indices (into ``boxes``) of the inputs touching a window, in input order."""
         return self._lists.get(window_index, ())
+
+    def deepest(self):
+        """The most inputs touching one window (the depth of the deepest stack)."""
+        return max((len(ids) for ids in self._lists.values()), default=0)

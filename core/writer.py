@@ -77,7 +77,7 @@ def create(path, plan):
     co = [f"{k}={v}" for k, v in plan.creation_options.items()]
     driver = gdal.GetDriverByName("GTiff")
     try:
-        ds = check(driver.Create, path, grid.width, grid.height, plan.band_count,
+        ds = check(driver.Create, path, grid.width, grid.height, plan.out_bands,
                    gdal_type(plan.out_dtype), co)
     except GdalFailure as exc:
         raise output_error(path, exc, "cannot be created") from None
@@ -88,6 +88,8 @@ def create(path, plan):
         for b in range(1, plan.band_count + 1):
             ds.GetRasterBand(b).SetNoDataValue(plan.nodata_out)
     bandmeta.apply(ds, plan.band_meta)
+    if plan.out_bands > plan.band_count:  # ADD_ALPHA (with the ALPHA=YES creation option)
+        ds.GetRasterBand(plan.out_bands).SetColorInterpretation(gdal.GCI_AlphaBand)
     return ds
 
 

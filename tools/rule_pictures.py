@@ -36,7 +36,8 @@ TILES = [(0, 0, 120, 60, "1 dark"), (80, 0, 120, 205, "2 bright"),
 LABEL_AT = [(4, 12), (126, 12), (4, 194), (56, 104)]  # label positions in the inputs panel
 TITLES = {"inputs": "inputs (stacking order)", "last": "last (later on top)",
           "first": "first (earlier on top)", "min": "min", "max": "max", "mean": "mean",
-          "sum": "sum", "count": "count (valid inputs)", "feather": f"feather ({FEATHER} px)"}
+          "sum": "sum", "count": "count (valid inputs)", "feather": f"feather ({FEATHER} px)",
+          "median": "median", "percentile": "percentile (50)", "mode": "mode"}
 NO_META = {"Software": None}  # keeps the PNGs byte-identical from run to run
 
 

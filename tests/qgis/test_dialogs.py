@@ -46,6 +46,9 @@ def typical_values(tiles, folder):
     return {
         "INPUT": [tiles, tiles[::-1]],
         "METHOD": [0, 3, 7],
+        "PERCENTILE": [50.0, 12.5],
+        "ORDER": [0, 2],
+        "ADD_ALPHA": [False, True],
         "FEATHER_DISTANCE": [32.0, 4.5],
         "NODATA_INPUT": [None, -9999.0, 0.0],
         "NODATA_OUTPUT": [None, 65535.0],

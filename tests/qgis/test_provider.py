@@ -12,7 +12,7 @@ def test_provider_and_algorithms_are_registered(registry):
     alg = registry.algorithmById("streamingmosaic:mosaic")
     assert alg.displayName() == "Mosaic rasters (streaming)"
     names = [p.name() for p in alg.parameterDefinitions()]
-    assert names[:3] == ["INPUT", "METHOD", "FEATHER_DISTANCE"] and names[-1] == "OUTPUT"
+    assert names[:3] == ["INPUT", "METHOD", "PERCENTILE"] and names[-1] == "OUTPUT"
     assert registry.algorithmById("streamingmosaic:plan") is not None
 
 

@@ -9,11 +9,13 @@ import pytest
 from helpers import read, tile_set, vrt_reference
 
 # The contract's parameters of streamingmosaic:mosaic, in order (CONTRACT.md).
-CONTRACT = ["INPUT", "METHOD", "FEATHER_DISTANCE", "NODATA_INPUT", "NODATA_OUTPUT", "TARGET_CRS",
+CONTRACT = ["INPUT", "METHOD", "PERCENTILE", "ORDER", "ADD_ALPHA", "FEATHER_DISTANCE",
+            "NODATA_INPUT", "NODATA_OUTPUT", "TARGET_CRS",
             "RESAMPLING", "RESOLUTION", "PIXEL_SIZE", "TARGET_ALIGNED_PIXELS", "EXTENT", "BANDS",
             "DATA_TYPE", "COMPRESSION", "CREATION_OPTIONS", "COG", "OVERVIEWS", "CHUNK_SIZE",
             "MEMORY_MB", "THREADS", "RESUME", "OUTPUT"]
-METHODS = ["Last", "First", "Minimum", "Maximum", "Mean", "Sum", "Count", "Feather"]
+METHODS = ["Last", "First", "Minimum", "Maximum", "Mean", "Sum", "Count", "Feather", "Median",
+           "Percentile", "Mode"]
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +80,7 @@ def test_help_lists_every_contract_parameter(qgis_process_enabled):
     arguments = proc.stdout.split("Arguments", 1)[1].split("Outputs", 1)[0]
     listed = re.findall(r"^([A-Z_]+): ", arguments, re.M)
     assert [name for name in listed if name in CONTRACT] == CONTRACT
-    method = arguments.split("METHOD:", 1)[1].split("FEATHER_DISTANCE:", 1)[0]
+    method = arguments.split("METHOD:", 1)[1].split("PERCENTILE:", 1)[0]
     for index, label in enumerate(METHODS):
         assert re.search(rf"- {index}: {label}\b", method), (index, label)
 

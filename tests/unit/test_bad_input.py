@@ -112,7 +112,7 @@ CASES = {
     "NODATA_OUTPUT 300 for uint8": _option("--nodata-output", "300", name="--nodata-output"),
     "EXTENT 1,2,3": _option("--extent", "1,2,3", name="--extent"),
     "EXTENT far away": _option("--extent", "0,0,1000,1000", name="--extent"),
-    "unknown METHOD": _option("--method", "median", name="--method"),
+    "unknown METHOD": _option("--method", "medoid", name="--method"),
 }
 
 
