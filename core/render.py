@@ -12,10 +12,10 @@ import threading
 import numpy as np
 
 from .composite import finalize, new_acc
-from .stack import fill_stack, reduce_stack
 from .errors import Cancelled
 from .feather import weights as feather_weights
 from .readers import Handles, Scratch, read
+from .stack import fill_stack, reduce_stack
 
 
 class Context:

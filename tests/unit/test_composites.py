@@ -5,12 +5,11 @@ import subprocess
 
 import numpy as np
 import pytest
-
-from helpers import PYTHON, read, run_cli, write_raster
-from streaming_mosaic.core.report import INTERPRETER_BASELINE_MB
 from test_rules import ORIGIN, RES, random_tiles
 
 import streaming_mosaic
+from helpers import PYTHON, read, run_cli, write_raster
+from streaming_mosaic.core.report import INTERPRETER_BASELINE_MB
 
 CASES = {  # dtype, bands, nodata, low, high, quantum
     "uint16-holes": ("uint16", 3, 0, 1, 40, None),     # few distinct values: real modes

@@ -2,11 +2,10 @@
 
 import numpy as np
 import pytest
-
-from helpers import read, run_cli, write_raster
 from osgeo import gdal
 
 import streaming_mosaic
+from helpers import read, run_cli, write_raster
 from streaming_mosaic.core.order import date_from_metadata, date_from_name
 
 ORIGIN = (500000.0, 5000000.0)
