@@ -37,6 +37,14 @@ if QGIS_PLUGINS not in sys.path:
 _APP = {}
 
 
+@pytest.fixture(scope="module")
+def tiles(request, tmp_path_factory):
+    """The module's tile set: ``TILES`` in the test module gives tile_set's arguments."""
+    from helpers import tile_set
+    folder = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1] + "_tiles")
+    return tile_set(folder, **request.module.TILES)
+
+
 def _start_qgis():
     if _APP:
         return _APP["app"]

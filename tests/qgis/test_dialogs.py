@@ -8,17 +8,13 @@ import os
 import numpy as np
 import pytest
 
-from helpers import read, tile_set
+from helpers import read
 
 # QT_QPA_PLATFORM=offscreen is set by tests/qgis/conftest.py; the session's
 # QgsApplication([], False) is still a QApplication under Qt 5, so widgets work in-process.
 
 
-@pytest.fixture(scope="module")
-def tiles(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("dialog_tiles")
-    return tile_set(folder, seed=51, grid=(1, 2), size=(120, 90), overlap=20, bands=2,
-                    dtype="uint16")
+TILES = dict(seed=51, grid=(1, 2), size=(120, 90), overlap=20, bands=2, dtype="uint16")
 
 
 def _alg(registry, name):
@@ -135,7 +131,7 @@ def test_check_parameter_values_accepts_a_full_map(registry, tiles, tmp_path):
     plan_values["REPORT"] = str(tmp_path / "plan.html")
     ok, message = _alg(registry, "plan").checkParameterValues(plan_values, context)
     assert ok, message
-    for bad in ({"INPUT": None}, {"METHOD": 8}, {"MEMORY_MB": 1}):
+    for bad in ({"INPUT": None}, {"METHOD": 99}, {"MEMORY_MB": 1}):
         ok, message = mosaic.checkParameterValues(dict(full, **bad), context)
         assert not ok and list(bad)[0] in message, (bad, message)
 

@@ -8,6 +8,7 @@ import pytest
 from osgeo import gdal
 
 from helpers import read, tile_set, vrt_reference
+from streaming_mosaic.core.options import PARAMS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL = os.path.join(ROOT, "resources", "models", "mosaic_then_hillshade.model3")
@@ -133,7 +134,7 @@ def test_model_feeds_every_parameter_from_model_inputs(qgis_app, registry, tmp_p
     model, fed = _every_parameter_model(registry)
     contract = [d.name() for d in registry.algorithmById("streamingmosaic:mosaic")
                 .parameterDefinitions() if not d.isDestination()]
-    assert fed == contract and len(fed) == 21
+    assert fed == contract and len(fed) == len([p for p in PARAMS if p.kind != "output"])
     child = model.childAlgorithm("mosaic")
     for name in fed:
         sources = child.parameterSources()[name]
@@ -151,6 +152,7 @@ def test_model_feeds_every_parameter_from_model_inputs(qgis_app, registry, tmp_p
         "BANDS": "3,1", "DATA_TYPE": 6, "COMPRESSION": 2,
         "CREATION_OPTIONS": "BLOCKXSIZE=64|BLOCKYSIZE=64", "COG": False, "OVERVIEWS": True,
         "CHUNK_SIZE": 64, "MEMORY_MB": 64, "THREADS": 1, "RESUME": False,
+        "PERCENTILE": 25.0, "ORDER": 2, "ADD_ALPHA": True,
     }
     assert sorted(values) == sorted(fed)
     out = str(tmp_path / "model.tif")
@@ -165,7 +167,8 @@ def test_model_feeds_every_parameter_from_model_inputs(qgis_app, registry, tmp_p
     assert gt[0] % 20 == 0 and gt[3] % 20 == 0                       # TARGET_ALIGNED_PIXELS
     assert (gt[0], gt[3]) == (x0 + 100, y0)                          # EXTENT, snapped out
     assert (ds.RasterXSize, ds.RasterYSize) == (116, 55)
-    assert ds.RasterCount == 2                                       # BANDS
+    assert ds.RasterCount == 3                                       # BANDS + ADD_ALPHA
+    assert ds.GetRasterBand(3).GetColorInterpretation() == gdal.GCI_AlphaBand
     band = ds.GetRasterBand(1)
     assert gdal.GetDataTypeName(band.DataType) == "Float32"          # DATA_TYPE
     assert band.GetNoDataValue() == 65535                           # NODATA_OUTPUT

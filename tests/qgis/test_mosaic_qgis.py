@@ -14,12 +14,8 @@ ALG = "streamingmosaic:mosaic"
 CHUNK = 256
 
 
-@pytest.fixture(scope="module")
-def tiles(tmp_path_factory):
-    """2 x 3 overlapping float32 tiles, 2 bands, nodata 0 with collars and holes: 540 x 270 px."""
-    folder = tmp_path_factory.mktemp("tiles")
-    return tile_set(folder, seed=11, grid=(2, 3), size=(200, 150), overlap=30, bands=2,
-                    dtype="float32")
+# 2 x 3 overlapping float32 tiles, 2 bands, nodata 0 with collars and holes: 540 x 270 px.
+TILES = dict(seed=11, grid=(2, 3), size=(200, 150), overlap=30, bands=2, dtype="float32")
 
 
 @pytest.fixture(scope="module")

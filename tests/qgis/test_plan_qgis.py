@@ -24,11 +24,7 @@ def _mosaic(params, feedback=None):
                           feedback=feedback)
 
 
-@pytest.fixture(scope="module")
-def tiles(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("plan_tiles")
-    return tile_set(folder, seed=21, grid=(2, 3), size=(230, 170), overlap=20, bands=2,
-                    dtype="uint16")
+TILES = dict(seed=21, grid=(2, 3), size=(230, 170), overlap=20, bands=2, dtype="uint16")
 
 
 def _bounds(path):

@@ -4,9 +4,8 @@ import os
 import re
 
 import numpy as np
-import pytest
 
-from helpers import read, tile_set, vrt_reference
+from helpers import read, vrt_reference
 
 # The contract's parameters of streamingmosaic:mosaic, in order (CONTRACT.md).
 CONTRACT = ["INPUT", "METHOD", "PERCENTILE", "ORDER", "ADD_ALPHA", "FEATHER_DISTANCE",
@@ -18,11 +17,7 @@ METHODS = ["Last", "First", "Minimum", "Maximum", "Mean", "Sum", "Count", "Feath
            "Percentile", "Mode"]
 
 
-@pytest.fixture(scope="module")
-def tiles(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("qp_tiles")
-    return tile_set(folder, seed=31, grid=(2, 2), size=(150, 120), overlap=20, bands=2,
-                    dtype="uint16")
+TILES = dict(seed=31, grid=(2, 2), size=(150, 120), overlap=20, bands=2, dtype="uint16")
 
 
 def _inputs(paths):
