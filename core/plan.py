@@ -16,12 +16,12 @@ from osgeo import gdal
 
 from . import bandmeta
 from . import grid as gridmod
-from .errors import OptionError
+from .errors import InputError, OptionError
 from .memory import MB, Budget, plan_budget, smallest_budget_mb
 from .options import PARAM_BY_ATTR, parse_bands, parse_creation_options, rule_of, validate
 from .order import apply as order_inputs
-from .readers import build_spec
-from .sources import crs_label, scan
+from .sources import crs_label, representable, scan
+from .specs import build_spec
 from .windows import SourceIndex, WindowPlan
 
 OVERVIEW_FACTOR = 4 / 3
@@ -94,14 +94,35 @@ def output_dtype(method, input_dtype, data_type_token, n_inputs):
     return np.dtype(input_dtype).name
 
 
-def representable(value, dtype):
-    dtype = np.dtype(dtype)
-    if dtype.kind == "f":
-        return math.isnan(value) or abs(value) <= np.finfo(dtype).max
-    if math.isnan(value) or value != math.floor(value):
-        return False
-    info = np.iinfo(dtype)
-    return info.min <= value <= info.max
+def input_type(sources, data_type_token):
+    """The inputs' common type, with numpy's rules.
+
+    Raises
+    ------
+    InputError
+        When only integer inputs have no common integer type (int64 with uint64,
+        or uint64 with a signed type) and DATA_TYPE does not choose one: numpy's
+        float64 would round values beyond 2**53.
+    """
+    dtypes = [np.dtype(s.dtype) for s in sources]
+    common = dtypes[0]
+    for i, dtype in enumerate(dtypes[1:], 1):
+        wider = np.result_type(common, dtype)
+        if wider.kind == "f" and common.kind in "iu" and dtype.kind in "iu" \
+                and data_type_token == "same":
+            other = next(s for s in sources[:i] if np.result_type(s.dtype, dtype).kind == "f")
+            raise InputError(sources[i].path, f"is {dtype} while {other.name} is {other.dtype}: "
+                             "no integer type holds both exactly; set DATA_TYPE (e.g. "
+                             "float64, which rounds values beyond 2**53)")
+        common = wider
+    return common.name
+
+
+def _exact(value, dtype):
+    """``value`` as an int for 64-bit integer types (a float cannot hold them all)."""
+    if np.dtype(dtype).kind in "iu" and np.dtype(dtype).itemsize == 8:
+        return int(value)
+    return float(value)
 
 
 def output_nodata(options, method, sources, out_dtype):
@@ -109,10 +130,10 @@ def output_nodata(options, method, sources, out_dtype):
     -srcnodata without -dstnodata) when the output type holds it; None for count."""
     flag = PARAM_BY_ATTR["nodata_output"].flag()
     if options.nodata_output is not None:
-        value = float(options.nodata_output)
+        value = options.nodata_output
         if not representable(value, out_dtype):
             raise OptionError(flag, f"{value:g} cannot be stored in the {out_dtype} output")
-        return value
+        return _exact(value, out_dtype)
     if method == "count":
         return None
     for info in sources:
@@ -121,10 +142,9 @@ def output_nodata(options, method, sources, out_dtype):
                 if not representable(nd, out_dtype):
                     raise OptionError(flag, f"the inputs' nodata {nd:g} cannot be stored in "
                                       f"the {out_dtype} output; set NODATA_OUTPUT")
-                return float(nd)
-    if options.nodata_input is not None and representable(float(options.nodata_input),
-                                                          out_dtype):
-        return float(options.nodata_input)
+                return _exact(nd, out_dtype)
+    if options.nodata_input is not None and representable(options.nodata_input, out_dtype):
+        return _exact(options.nodata_input, out_dtype)
     return None
 
 
@@ -191,7 +211,7 @@ def make_plan(options, strict=True):
     sources = order_inputs(options.order, sources)
     grid, prints = gridmod.compute(sources, options)
 
-    input_dtype = np.result_type(*[np.dtype(s.dtype) for s in sources]).name
+    input_dtype = input_type(sources, options.data_type)
     out_dtype = output_dtype(method, input_dtype, options.data_type, len(sources))
     nodata_out = output_nodata(options, method, sources, out_dtype)
     nodata_input = None if options.nodata_input is None else float(options.nodata_input)
@@ -277,7 +297,7 @@ def _warnings(sources, prints, specs, co, raw, nodata_input):
         out.append(f"inputs have {len(res)} different resolutions; they are resampled "
                    "to the output grid")
     bare = [s.name for s in sources if all(nd is None for nd in s.nodata)
-            and not s.mask_per_dataset and not s.mask_per_band]
+            and not s.mask_per_dataset and not s.mask_per_band and not s.alpha_band]
     if bare and len(sources) > 1 and nodata_input is None:
         listed = ", ".join(bare[:5]) + (f" and {len(bare) - 5} more" if len(bare) > 5 else "")
         out.append(f"{len(bare)} input(s) have no nodata value or mask ({listed}): all their "

@@ -5,6 +5,7 @@ input, in input order, or raises :class:`~.errors.InputError` naming the first
 input that cannot take part.
 """
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -21,6 +22,40 @@ from .inputfiles import files_read
 SUPPORTED = {np.dtype(t) for t in ("uint8", "int8", "uint16", "int16", "uint32", "int32",
                                    "uint64", "int64", "float32", "float64")}
 
+# GDAL >= 3.5 has 64-bit integer bands, whose nodata is read exactly as an integer.
+_NODATA_64 = {getattr(gdal, "GDT_Int64", None): "GetNoDataValueAsInt64",
+              getattr(gdal, "GDT_UInt64", None): "GetNoDataValueAsUInt64"}
+_NODATA_64.pop(None, None)
+
+
+def representable(value, dtype):
+    """True when ``value`` can be a pixel of ``dtype``, so can mean nodata there.
+
+    As in GDAL, a nodata value the type cannot hold (-9999 for Byte, 0.5 for an
+    integer type, 1e300 for Float32) matches no pixel; NaN is representable in
+    floating-point types only. None is never representable.
+    """
+    if value is None:
+        return False
+    dtype = np.dtype(dtype)
+    if isinstance(value, float) and math.isnan(value):
+        return dtype.kind == "f"
+    if dtype.kind == "f":
+        return abs(value) <= np.finfo(dtype).max
+    if value != math.floor(value):
+        return False
+    info = np.iinfo(dtype)
+    return info.min <= value <= info.max
+
+
+def band_nodata(band):
+    """The nodata value of a band: an int for 64-bit integer bands (exact), else a float,
+    or None."""
+    getter = _NODATA_64.get(band.DataType)
+    if getter is None:
+        return band.GetNoDataValue()
+    return getattr(band, getter)()
+
 
 @dataclass(frozen=True)
 class SourceInfo:
@@ -36,11 +71,14 @@ class SourceInfo:
     bands: tuple              # 1-based numbers of the bands taking part, in output order
     alpha_band: int           # 1-based alpha band number, or 0
     dtype: str                # numpy name of the common type of the selected bands
-    nodata: tuple             # per selected band: float or None
-    mask_per_dataset: bool    # validity from one mask/alpha band shared by all bands
-    mask_per_band: bool       # validity from each band's own mask band
+    nodata: tuple             # per selected band: float (int for 64-bit types) or None,
+                              # as stored in the file, representable or not
+    mask_per_dataset: bool    # GDAL's mask is one mask shared by all bands (.msk or
+                              # internal), not derived from nodata or the alpha band
+    mask_per_band: bool       # GDAL's mask is each band's own mask band
     files: tuple              # (absolute name, size, mtime_ns, etag) of every file it reads
     band_meta: tuple = ()     # per selected band: bandmeta.BandMeta (scale, unit, palette...)
+    alpha_mask: bool = False  # GDAL's mask of the bands is the alpha band (2 or 4 bands)
 
     @property
     def bounds(self):
@@ -127,7 +165,7 @@ def _describe_open(index, path, ds, bands):
     nodata = []
     metas = []
     units = bandmeta.tiff_units(path)
-    per_dataset = per_band = False
+    per_dataset = per_band = alpha_mask = False
     for b in selected:
         band = ds.GetRasterBand(b)
         code = gdal_array.GDALTypeCodeToNumericTypeCode(band.DataType)
@@ -138,11 +176,12 @@ def _describe_open(index, path, ds, bands):
         if dtype == np.uint8 and band.GetMetadataItem("PIXELTYPE", "IMAGE_STRUCTURE") == "SIGNEDBYTE":
             dtype = np.dtype("int8")
         dtypes.append(dtype)
-        nodata.append(band.GetNoDataValue())
+        nodata.append(band_nodata(band))
         metas.append(bandmeta.read(band, b, units))
         flags = band.GetMaskFlags()
-        if flags & gdal.GMF_NODATA or flags == gdal.GMF_ALL_VALID:
-            continue
+        alpha_mask |= bool(flags & gdal.GMF_ALPHA)
+        if flags & (gdal.GMF_NODATA | gdal.GMF_ALPHA) or flags == gdal.GMF_ALL_VALID:
+            continue  # the alpha band is applied as alpha_band
         if flags & gdal.GMF_PER_DATASET:
             per_dataset = True
         else:
@@ -157,7 +196,7 @@ def _describe_open(index, path, ds, bands):
         geotransform=gt, crs_wkt=cached_crs_wkt(path, crs_of_dataset),
         band_count=ds.RasterCount, bands=selected, alpha_band=alpha, dtype=np.result_type(*dtypes).name,
         nodata=tuple(nodata), mask_per_dataset=per_dataset, mask_per_band=per_band,
-        files=files_read(path, ds), band_meta=tuple(metas))
+        files=files_read(path, ds), band_meta=tuple(metas), alpha_mask=alpha_mask)
 
 
 def describe_all(paths, bands=None):

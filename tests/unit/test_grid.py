@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from osgeo import gdal, osr
 
-from helpers import dilate, read, run_cli, smooth_field, write_raster
+from helpers import read, run_cli, smooth_field, write_raster
 from streaming_mosaic.core.options import Options
 from streaming_mosaic.core.plan import make_plan
 
@@ -201,9 +201,13 @@ def test_invalid_or_empty_extent_is_refused(small_tiles, tmp_path, extent):
     assert not os.path.exists(out)
 
 
-@pytest.mark.parametrize("resampling", ["bilinear", "cubic", "mode", "average"])
+@pytest.mark.parametrize("resampling", ["bilinear", "cubic", "cubicspline", "lanczos", "mode",
+                                        "average"])
 def test_resampled_inputs_do_not_depend_on_chunk_size_and_match_gdal(tiles, tmp_path,
                                                                       resampling):
+    """Pixel for pixel, nodata included: GDAL's kernels skip nodata pixels and
+    renormalize, so a pixel next to a hole or an input's edge is valid when it has
+    valid neighbours, exactly as in gdalbuildvrt -r + gdal_translate."""
     _folder, paths, nodata = tiles
     inputs = [paths[n] for n in NEAR]
     outs = []
@@ -221,20 +225,15 @@ def test_resampled_inputs_do_not_depend_on_chunk_size_and_match_gdal(tiles, tmp_
         ref = tmp_path / "ref.tif"
         gdal.Warp(str(ref), inputs, outputBounds=bounds, xRes=gt[1], yRes=-gt[5],
                   resampleAlg=resampling)
-        assert_same_mosaic(tmp_path / "out256.tif", ref, nodata)
-        return
-    ref = buildvrt(inputs, tmp_path / "ref.tif", resolution="highest", resampleAlg=resampling)
-    want = read(ref)[0]
-    assert read(ref)[1] == gt and want.shape == got.shape
-    same = (got == want) | (np.isnan(got) & np.isnan(want)) if np.isnan(nodata) else got == want
-    diff = ~same[0]
-    # Validity is sampled as nearest, GDAL's VRT resamples it: they may differ at the
-    # edges of an input's valid area only.
-    zone = np.zeros((h, w), bool)
-    for path in inputs:
-        alone = read(buildvrt([path], tmp_path / "alone.tif", outputBounds=bounds,
-                              xRes=gt[1], yRes=-gt[5]))[0][0]
-        valid = ~np.isnan(alone) if np.isnan(nodata) else alone != nodata
-        zone |= dilate(valid, 2) & dilate(~valid, 2)
-    assert not (diff & ~zone).any(), np.argwhere(diff & ~zone)[:5]
-    assert diff.mean() < 0.005
+    else:
+        ref = buildvrt(inputs, tmp_path / "ref.tif", resolution="highest",
+                       resampleAlg=resampling)
+    assert_same_mosaic(tmp_path / "out256.tif", ref, nodata)
+    # The kernels did reach across holes and edges: some pixels that nearest
+    # sampling would leave empty are valid (and the other way round).
+    near = read(buildvrt(inputs, tmp_path / "near.tif", outputBounds=bounds, xRes=gt[1],
+                         yRes=-gt[5]))[0]
+    valid, valid_near = (~np.isnan(a) if np.isnan(nodata) else a != nodata
+                         for a in (got, near))
+    if resampling not in ("average", "mode"):
+        assert (valid & ~valid_near).any()
