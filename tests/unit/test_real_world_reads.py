@@ -149,3 +149,52 @@ def test_nodata_and_mask_both_apply_on_every_read_path(tmp_path, kind, path_id):
     np.testing.assert_array_equal(got, want)
     assert not (got == GARBAGE).any()
     assert (got > 100).sum() > 0.3 * valid.sum()  # the top input is there
+
+
+def placed(path_id):
+    """Geotransform and WKT of a tile at grid pixel (20, 10) for the given read path."""
+    path, _resampling = PATHS[path_id]
+    x0, y0, wkt = ORIGIN[0] + 20 * RES, ORIGIN[1] - 10 * RES, srs_wkt(32633)
+    if path == "vrt":
+        x0, y0 = x0 + 0.3 * RES, y0 - 0.4 * RES
+    if path == "warp":
+        x0, y0, wkt = x0 + SHIFT[0], y0 + SHIFT[1], shifted_wkt()
+    return (x0, RES, 0, y0, 0, -RES), wkt
+
+
+def reference(path_id, paths, out, got_gt, shape):
+    """GDAL's own mosaic of ``paths`` on the output grid (gdalwarp when reprojected or
+    resampled by the warper, else gdalbuildvrt + gdal_translate)."""
+    path, resampling = PATHS[path_id]
+    if path == "warp":
+        h, w = shape
+        bounds = (got_gt[0], got_gt[3] + h * got_gt[5], got_gt[0] + w * got_gt[1], got_gt[3])
+        warp_reference(paths, out, dstSRS="EPSG:32633", outputBounds=bounds, xRes=RES,
+                       yRes=RES, resampleAlg=resampling)
+    else:
+        vrt_reference(paths, out, resampleAlg="near" if resampling == "nearest" else resampling)
+    return read(out)
+
+
+@pytest.mark.parametrize("path_id", list(PATHS))
+def test_a_nodata_value_the_type_cannot_hold_matches_no_pixel(tmp_path, path_id):
+    """-9999 as the nodata of a Byte input matches no pixel on every read path, as in
+    GDAL: it does not wrap to 241 and delete the valid 241 pixels."""
+    base = smooth_field(np.random.default_rng(1), 90, 110, 20, 60, "uint8")
+    base_path = write_raster(tmp_path / "base.tif", base,
+                             (ORIGIN[0], RES, 0, ORIGIN[1], 0, -RES), nodata=0)
+    top = smooth_field(np.random.default_rng(3), 70, 80, 200, 255, "uint8", noise=0.2)[None]
+    assert (top == 241).sum() > 50
+    gt, wkt = placed(path_id)
+    top_path = write_tile(tmp_path / "top.tif", top, gt, wkt, nodata=-9999)
+    plain = write_tile(tmp_path / "plain.tif", top, gt, wkt)  # the same without nodata
+    out = tmp_path / "out.tif"
+    run_cli(base_path, top_path, "-o", out, "--resampling", PATHS[path_id][1], "--chunk",
+            "32", "--co", "BLOCKXSIZE=16", "--co", "BLOCKYSIZE=16", "--quiet", check=True)
+    got, got_gt, nd = read(out)
+    want, want_gt, want_nd = reference(path_id, [base_path, plain], tmp_path / "ref.tif",
+                                       got_gt, got.shape[1:])
+    assert got_gt == want_gt and nd == want_nd == 0
+    np.testing.assert_array_equal(got, want)
+    if PATHS[path_id][1] == "nearest":
+        assert (got == 241).sum() >= (top == 241).sum() - 80  # all but an edge row/column
