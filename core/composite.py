@@ -34,13 +34,14 @@ class Acc:
     weight: np.ndarray = None          # float64: sum of feather weights
     single: np.ndarray = None          # work type: last valid value (feather's exact path)
     tmp: np.ndarray = None             # bool scratch of the same shape (saves allocations)
+    approx: np.ndarray = None          # float64 sum beside a 64-bit integer one (overflow)
 
     def view(self, ox, oy, w, h):
         """Accumulators restricted to columns ox..ox+w and rows oy..oy+h."""
         def cut(a):
             return None if a is None else a[:, oy:oy + h, ox:ox + w]
         return Acc(cut(self.value), cut(self.filled), cut(self.count), cut(self.weight),
-                   cut(self.single), cut(self.tmp))
+                   cut(self.single), cut(self.tmp), cut(self.approx))
 
     def scratch_bool(self):
         """A bool array shaped like the accumulators, free to overwrite."""
@@ -90,9 +91,12 @@ update_max = Pairwise(np.maximum)
 
 
 def update_sum(acc, data, valid, weight=None):
-    """Add valid values in a wide type (int64 or float64)."""
-    np.add(acc.value, data, out=acc.value, where=_valid_or_all(acc, valid), casting="unsafe")
-    acc.filled |= _valid_or_all(acc, valid)
+    """Add valid values in a wide type (int64, uint64 or float64)."""
+    valid = _valid_or_all(acc, valid)
+    np.add(acc.value, data, out=acc.value, where=valid, casting="unsafe")
+    if acc.approx is not None:
+        np.add(acc.approx, data, out=acc.approx, where=valid, casting="unsafe")
+    acc.filled |= valid
 
 
 def update_count(acc, data, valid, weight=None):
@@ -124,6 +128,21 @@ def update_feather(acc, data, valid, weight):
 
 def result_value(acc):
     return acc.value
+
+
+def result_sum(acc):
+    """The sum; a 64-bit integer sum past its type's range saturates.
+
+    The integer sum wraps, so it is exact modulo 2**64; the float64 sum beside it
+    tells which multiple of 2**64 the true sum is away (0: it is exact)."""
+    if acc.approx is None:
+        return acc.value
+    info = np.iinfo(acc.value.dtype)
+    wraps = np.rint((acc.approx - acc.value.astype(np.float64)) / 2.0 ** 64)
+    out = acc.value.copy()
+    out[wraps > 0] = info.max
+    out[wraps < 0] = info.min
+    return out
 
 
 def result_count(acc):
@@ -163,9 +182,14 @@ class Rule:
         if self.work == "float64":
             return np.dtype(np.float64)
         if self.work == "wide":
-            return np.dtype(np.float64 if input_dtype.kind == "f" or input_dtype == np.uint64
-                            else np.int64)
+            return np.dtype(np.float64 if input_dtype.kind == "f" else
+                            np.uint64 if input_dtype == np.uint64 else np.int64)
         return input_dtype
+
+    def exact_sum(self, input_dtype):
+        """True when the work type is a 64-bit integer whose sum may leave its range."""
+        return self.update is update_sum and np.dtype(input_dtype).kind in "iu" \
+            and np.dtype(input_dtype).itemsize == 8
 
     def bytes_per_sample(self, input_dtype):
         """Accumulator bytes per pixel and band (for the memory budget)."""
@@ -174,6 +198,8 @@ class Rule:
             size += 4
         if self.weights:
             size += 8 + np.dtype(input_dtype).itemsize + 8  # weight, single, weighted temp
+        if self.exact_sum(input_dtype):
+            size += 8  # the float64 sum beside it
         return size
 
 
@@ -185,7 +211,7 @@ RULES = {rule.name: rule for rule in (  # in the contract's METHOD order
     Rule("min", update_min, result_value),
     Rule("max", update_max, result_value),
     Rule("mean", update_mean, result_mean, work="float64", counts=True),
-    Rule("sum", update_sum, result_value, work="wide"),
+    Rule("sum", update_sum, result_sum, work="wide"),
     Rule("count", update_count, result_count, counts=True),
     Rule("feather", update_feather, result_feather, work="float64", counts=True, weights=True),
     Rule("median", None, result_value, work="float64", stack=True, reduce=reduce_median),
@@ -243,6 +269,8 @@ def new_acc(rule, shape, input_dtype, arrays=None):
     if rule.weights:
         acc.weight = zeros("acc.weight", np.float64)
         acc.single = zeros("acc.single", input_dtype)
+    if rule.exact_sum(input_dtype):
+        acc.approx = zeros("acc.approx", np.float64)
     return acc
 
 
@@ -255,8 +283,13 @@ def cast(values, dtype):
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         if values.dtype.kind == "f":
-            values = np.rint(values)
-            return np.clip(np.nan_to_num(values, nan=0.0), info.min, info.max).astype(dtype)
+            values = np.nan_to_num(np.rint(values), nan=0.0)
+            with np.errstate(invalid="ignore"):
+                out = np.clip(values, info.min, info.max).astype(dtype)
+            if dtype.itemsize == 8:
+                # float64(2**63 - 1) is 2**63: clipped to it, the cast wraps to -2**63.
+                out[values >= float(info.max)] = info.max
+            return out
         if np.can_cast(values.dtype, dtype):
             return values.astype(dtype)
         return np.clip(values, info.min, info.max).astype(dtype)

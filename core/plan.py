@@ -236,6 +236,7 @@ def make_plan(options, strict=True):
     raw = grid.width * grid.height * out_bands * np.dtype(out_dtype).itemsize
     co = creation_options(options, out_dtype, raw, block, budget.threads)
     warnings.extend(_warnings(sources, prints, specs, co, raw, nodata_input))
+    warnings.extend(_rounding_warnings(sources, specs, rule, out_dtype))
     if nodata_out is None and nodata_input is not None and method != "count":
         warnings.append(f"NODATA_INPUT {nodata_input:g} cannot be stored in the {out_dtype} "
                         "output: where no input is valid 0 is written, with no nodata flag; "
@@ -308,6 +309,27 @@ def _warnings(sources, prints, specs, co, raw, nodata_input):
         out.append(f"{len(missed)} input(s) lie outside the output extent: {', '.join(missed[:5])}")
     if co.get("BIGTIFF") == "YES" or raw > 4 * 2 ** 30:
         out.append(f"the output is {raw / 2**30:.1f} GiB uncompressed: written as BigTIFF")
+    return out
+
+
+def _rounding_warnings(sources, specs, rule, out_dtype):
+    """Where 64-bit integer pixels may be rounded (a float64 holds 53 bits, a float32 24)."""
+    wide = [i for i, s in enumerate(sources)
+            if np.dtype(s.dtype).kind in "iu" and np.dtype(s.dtype).itemsize == 8]
+    if not wide:
+        return []
+    out = []
+    resampled = [sources[i].name for i in wide if specs[i] is not None
+                 and specs[i].kind != "direct"]
+    if resampled:
+        out.append(f"{', '.join(resampled[:5])}: 64-bit integers resampled or reprojected by "
+                   "GDAL, which computes in floating point: values beyond 2**24 may be rounded")
+    if rule.work == "float64":
+        out.append(f"METHOD={rule.name} computes in float64: 64-bit integer values beyond "
+                   "2**53 are rounded")
+    if np.dtype(out_dtype).kind == "f":
+        bits = 53 if np.dtype(out_dtype).itemsize == 8 else 24
+        out.append(f"DATA_TYPE {out_dtype} rounds 64-bit integer values beyond 2**{bits}")
     return out
 
 

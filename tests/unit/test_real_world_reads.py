@@ -6,6 +6,10 @@ the source arrays and GDAL's own tools (gdalbuildvrt + gdal_translate, gdalwarp)
 run on inputs whose validity numpy has already applied.
 """
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from osgeo import gdal, osr
@@ -36,7 +40,9 @@ def write_tile(path, data, geotransform, wkt, nodata=None, mask=None, alpha=None
     internal) and an alpha band."""
     bands = data.shape[0] + (alpha is not None)
     types = {np.dtype("uint8"): gdal.GDT_Byte, np.dtype("uint16"): gdal.GDT_UInt16,
-             np.dtype("float32"): gdal.GDT_Float32}
+             np.dtype("float32"): gdal.GDT_Float32,
+             np.dtype("int64"): getattr(gdal, "GDT_Int64", None),
+             np.dtype("uint64"): getattr(gdal, "GDT_UInt64", None)}
     ds = gdal.GetDriverByName("GTiff").Create(str(path), data.shape[2], data.shape[1], bands,
                                               types[data.dtype], ["TILED=YES"])
     ds.SetGeoTransform(geotransform)
@@ -198,3 +204,125 @@ def test_a_nodata_value_the_type_cannot_hold_matches_no_pixel(tmp_path, path_id)
     np.testing.assert_array_equal(got, want)
     if PATHS[path_id][1] == "nearest":
         assert (got == 241).sum() >= (top == 241).sum() - 80  # all but an edge row/column
+
+
+needs_int64 = pytest.mark.skipif(not hasattr(gdal, "GDT_Int64"), reason="GDAL < 3.5")
+BIG = 2 ** 61 + 12345  # far beyond float64 precision (53 bits), twice it fits int64
+
+
+def int64_tiles(folder, dtype, nodata, count=2, low=BIG):
+    """``count`` overlapping 1-band tiles (40 x 50 px, 30 px apart) of huge integers, each
+    with a nodata strip; returns paths and the arrays."""
+    rng = np.random.default_rng(5)
+    paths, arrays = [], []
+    for i in range(count):
+        data = (low + rng.integers(0, 1000, (1, 40, 50))).astype(dtype)
+        data[0, :4] = nodata
+        gt = (ORIGIN[0] + 30 * i * RES, RES, 0, ORIGIN[1], 0, -RES)
+        paths.append(write_tile(folder / f"big{i}.tif", data, gt, srs_wkt(32633), nodata=nodata))
+        arrays.append(data)
+    return paths, arrays
+
+
+@needs_int64
+@pytest.mark.parametrize("dtype,nodata", [("int64", -2 ** 63), ("int64", BIG + 7),
+                                          ("uint64", 2 ** 64 - 1)])
+def test_64_bit_inputs_with_nodata_mosaic_exactly(tmp_path, dtype, nodata):
+    """Int64/UInt64 nodata is read and written exactly (no crash, no float rounding)."""
+    paths, arrays = int64_tiles(tmp_path, dtype, nodata)
+    out = tmp_path / "out.tif"
+    run_cli(*paths, "-o", out, "--quiet", check=True)
+    ds = gdal.Open(str(out))
+    band = ds.GetRasterBand(1)
+    assert gdal.GetDataTypeName(band.DataType) == {"int64": "Int64", "uint64": "UInt64"}[dtype]
+    stored = band.GetNoDataValueAsInt64() if dtype == "int64" else band.GetNoDataValueAsUInt64()
+    assert stored == nodata
+    got = ds.ReadAsArray()
+    ds = None
+    want = np.full((40, 80), nodata, dtype)  # numpy: the second tile over the first
+    for i, data in enumerate(arrays):
+        valid = data[0] != np.dtype(dtype).type(nodata)
+        region = want[:, 30 * i:30 * i + 50]
+        region[valid] = data[0][valid]
+    np.testing.assert_array_equal(got, want)
+    assert (want != np.dtype(dtype).type(nodata)).mean() > 0.8
+    if nodata == BIG + 7:  # valid neighbours of the nodata value that float64 confuses with it
+        assert ((want != nodata) & (want > BIG) & (want < BIG + 50)).sum() > 50
+    assert not list(tmp_path.glob("*.partial*"))
+
+
+@needs_int64
+def test_int64_and_uint64_inputs_are_refused_without_a_data_type(tmp_path):
+    """No numpy type holds int64 and uint64 both: one line naming the two inputs and
+    DATA_TYPE, exit 2, nothing written. With DATA_TYPE, the run goes ahead (and says
+    what float64 rounds)."""
+    (signed,), _ = int64_tiles(tmp_path, "int64", -1, count=1)
+    unsigned = write_tile(tmp_path / "unsigned.tif", np.full((1, 40, 50), 7, np.uint64),
+                          (ORIGIN[0] + 300, RES, 0, ORIGIN[1], 0, -RES), srs_wkt(32633))
+    out = tmp_path / "out.tif"
+    proc = run_cli(signed, unsigned, "-o", out)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert "unsigned.tif" in lines[0] and "big0.tif" in lines[0] and "DATA_TYPE" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big0.tif", "unsigned.tif"]
+    proc = run_cli(signed, unsigned, "-o", out, "--dtype", "float64", check=True)
+    assert "rounds 64-bit integer values beyond 2**53" in proc.stderr
+    got = read(out)[0]
+    assert got.dtype == np.float64 and (got[0, :, 30:] == 7).all()
+
+
+@needs_int64
+@pytest.mark.parametrize("dtype", ["int64", "uint64"])
+def test_sum_of_64_bit_inputs_is_exact_and_saturates(tmp_path, dtype):
+    """The sum of 64-bit integers is exact beyond 2**53 and clipped to the type's range
+    when it leaves it (not wrapped, not rounded through float64)."""
+    info = np.iinfo(dtype)
+    a = np.full((1, 20, 30), BIG + 1, dtype)
+    b = np.full((1, 20, 30), BIG + 2, dtype)
+    a[0, :, :10] = info.max - 5      # + BIG: past the top
+    if dtype == "int64":
+        a[0, :, 10:15] = info.min + 5  # + (-BIG): past the bottom
+        b[0, :, 10:15] = -BIG
+    gt = (ORIGIN[0], RES, 0, ORIGIN[1], 0, -RES)
+    paths = [write_tile(tmp_path / f"{n}.tif", d, gt, srs_wkt(32633)) for n, d in (("a", a), ("b", b))]
+    out = tmp_path / "out.tif"
+    run_cli(*paths, "-o", out, "--method", "sum", "--quiet", check=True)
+    got = read(out)[0]
+    assert got.dtype == np.dtype(dtype)
+    want = np.array([int(x) + int(y) for x, y in zip(a.ravel(), b.ravel())], object)
+    want = np.clip(want, int(info.min), int(info.max)).astype(dtype).reshape(a.shape)
+    np.testing.assert_array_equal(got, want)
+    assert (got[0, :, 20:] == 2 * BIG + 3).all()
+
+
+@needs_int64
+def test_a_float_result_converted_to_int64_does_not_wrap(tmp_path):
+    """The mean of values near the int64 maximum, rounded through float64 to 2**63, is
+    written as the maximum, not wrapped to the minimum; the log says it is rounded."""
+    top = np.iinfo(np.int64).max
+    gt = (ORIGIN[0], RES, 0, ORIGIN[1], 0, -RES)
+    paths = [write_tile(tmp_path / f"{i}.tif", np.full((1, 10, 10), top - i, np.int64), gt,
+                        srs_wkt(32633)) for i in range(2)]
+    out = tmp_path / "out.tif"
+    proc = run_cli(*paths, "-o", out, "--method", "mean", check=True)
+    assert "computes in float64" in proc.stderr
+    got = read(out)[0]
+    assert (got == top).all()
+
+
+def test_core_imports_and_reads_without_64_bit_gdal_types(tmp_path):
+    """GDAL < 3.5 has no GDT_Int64 / GDT_UInt64: the core imports and plans anyway."""
+    path = write_raster(tmp_path / "a.tif", np.full((20, 30), 3, np.uint8),
+                        (ORIGIN[0], RES, 0, ORIGIN[1], 0, -RES), nodata=0)
+    script = (
+        "from osgeo import gdal\n"
+        "for name in ('GDT_Int64', 'GDT_UInt64'):\n"
+        "    if hasattr(gdal, name): delattr(gdal, name)\n"
+        "from streaming_mosaic.core import engine, options\n"
+        f"engine.run(options.Options(inputs=[{path!r}], output={str(tmp_path / 'o.tif')!r}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr
+    assert (read(tmp_path / "o.tif")[0] == 3).all()
