@@ -194,9 +194,9 @@ def _masked_vrt(info, mask):
     mask band and alpha band together (their product)."""
     root = _vrt_of(info, list(info.bands))
     data = root.findall("VRTRasterBand")
-    for parent in [root] + data:
-        for child in parent.findall("MaskBand") + parent.findall("NoDataValue"):
-            parent.remove(child)
+    for band in data:
+        for child in band.findall("NoDataValue"):
+            band.remove(child)
     alpha = [str(info.alpha_band)] if info.alpha_band else []
     if mask == "band":
         for band, number in zip(data, info.bands):
@@ -233,14 +233,28 @@ def _band_source(template, source_band):
 
 
 def _vrt_of(info, band_list):
-    """A VRT (XML tree) of the given bands of the input, as gdal_translate -of VRT makes it."""
+    """A VRT (XML tree) reading the given bands of the input as they are: each band
+    one source on the input itself (not on what a VRT input refers to, whose masks
+    are not the input's), with its type, nodata and colour, and no mask."""
     try:
         sel = check(gdal.Translate, "", info.path, format="VRT", bandList=band_list)
         xml = sel.GetMetadata("xml:VRT")[0]
         sel = None
     except GdalFailure as exc:
         raise InputError(info.path, f"cannot be read through a VRT ({exc})") from None
-    return ET.fromstring(xml)
+    root = ET.fromstring(xml)
+    bands = root.findall("VRTRasterBand")
+    for parent in [root] + bands:
+        for child in parent.findall("MaskBand"):
+            parent.remove(child)
+    for band, number in zip(bands, band_list):
+        for child in list(band):
+            if child.tag.endswith("Source"):
+                band.remove(child)
+        src = ET.SubElement(band, "SimpleSource")
+        ET.SubElement(src, "SourceFilename", relativeToVRT="0").text = info.path
+        ET.SubElement(src, "SourceBand").text = str(number)
+    return root
 
 
 def _source_of(band):
@@ -401,6 +415,8 @@ def _warp_source(info, src):
         root.remove(band)
     for band, source_band in zip(data, extras):
         _add_band(root, band, source_band)
+    if src.path == info.path and src.mask == "dataset":
+        root.append(_mask_band(data[0], [f"mask,{src.bands[0]}"]))  # the warper applies it
     for band in alpha:
         root.append(band)
     for number, band in enumerate(root.findall("VRTRasterBand"), 1):

@@ -93,6 +93,7 @@ MASKS = {
     "internal-mask": dict(mask=True, internal=True),
     "alpha": dict(alpha=True),
     "msk-and-alpha": dict(mask=True, alpha=True),
+    "per-band-masks": dict(per_band=True),  # a VRT input with a <MaskBand> per band
 }
 PATHS = {  # (read path, resampling)
     "direct": ("direct", "nearest"),
@@ -101,60 +102,8 @@ PATHS = {  # (read path, resampling)
     "vrt-cubic": ("vrt", "cubic"),
     "warp-nearest": ("warp", "nearest"),
     "warp-bilinear": ("warp", "bilinear"),
+    "warp-cubic": ("warp", "cubic"),
 }
-
-
-@pytest.mark.parametrize("kind", list(MASKS))
-@pytest.mark.parametrize("path_id", list(PATHS))
-def test_nodata_and_mask_both_apply_on_every_read_path(tmp_path, kind, path_id):
-    """An input with a nodata value and a mask (.msk, internal, alpha band, or a .msk
-    and an alpha band): a pixel is valid where it is not nodata and not masked, and
-    resampling kernels skip both. Reference: GDAL's tools on the same input with
-    numpy's validity applied (masked pixels set to nodata, no mask): gdalbuildvrt
-    where nothing is resampled or nearest is, else gdalwarp (GDAL's VRT kernels skip
-    only one of nodata and mask, so such inputs are resampled by the warper)."""
-    path, resampling = PATHS[path_id]
-    base = smooth_field(np.random.default_rng(1), 90, 110, 20, 60, "uint16")[None].repeat(2, 0)
-    base_path = write_raster(tmp_path / "base.tif", base,
-                             (ORIGIN[0], RES, 0, ORIGIN[1], 0, -RES), nodata=0)
-    data, mask, alpha = messy_tile(2)
-    flags = MASKS[kind]
-    valid = np.ones(data.shape[1:], bool)
-    valid &= (mask != 0) if flags.get("mask") else True
-    valid &= (alpha != 0) if flags.get("alpha") else True
-    garbage = ~valid & (data != 0)
-    data[garbage] = GARBAGE  # under the mask, never nodata
-    x0, y0 = ORIGIN[0] + 20 * RES, ORIGIN[1] - 10 * RES
-    if path == "vrt":
-        x0, y0 = x0 + 0.3 * RES, y0 - 0.4 * RES
-    wkt = srs_wkt(32633)
-    if path == "warp":
-        x0, y0, wkt = x0 + SHIFT[0], y0 + SHIFT[1], shifted_wkt()
-    gt = (x0, RES, 0, y0, 0, -RES)
-    top = write_tile(tmp_path / "top.tif", data, gt, wkt, nodata=0,
-                     mask=mask if flags.get("mask") else None,
-                     alpha=alpha if flags.get("alpha") else None,
-                     internal=flags.get("internal", False))
-    clean = write_tile(tmp_path / "clean.tif", np.where(valid, data, 0).astype(data.dtype), gt,
-                       wkt, nodata=0)
-    out = tmp_path / "out.tif"
-    run_cli(base_path, top, "-o", out, "--resampling", resampling, "--chunk", "32",
-            "--co", "BLOCKXSIZE=16", "--co", "BLOCKYSIZE=16", "--quiet", check=True)
-    got, got_gt, nd = read(out)
-    assert nd == 0
-    if path == "warp" or resampling != "nearest":
-        h, w = got.shape[1:]
-        bounds = (got_gt[0], got_gt[3] + h * got_gt[5], got_gt[0] + w * got_gt[1], got_gt[3])
-        warp_reference([base_path, clean], tmp_path / "ref.tif", dstSRS="EPSG:32633",
-                       outputBounds=bounds, xRes=RES, yRes=RES, resampleAlg=resampling)
-    else:
-        vrt_reference([base_path, clean], tmp_path / "ref.tif",
-                      resampleAlg="near" if resampling == "nearest" else resampling)
-    want, want_gt, want_nd = read(tmp_path / "ref.tif")
-    assert got_gt == want_gt and want_nd == 0
-    np.testing.assert_array_equal(got, want)
-    assert not (got == GARBAGE).any()
-    assert (got > 100).sum() > 0.3 * valid.sum()  # the top input is there
 
 
 def placed(path_id):
@@ -168,11 +117,11 @@ def placed(path_id):
     return (x0, RES, 0, y0, 0, -RES), wkt
 
 
-def reference(path_id, paths, out, got_gt, shape):
-    """GDAL's own mosaic of ``paths`` on the output grid (gdalwarp when reprojected or
-    resampled by the warper, else gdalbuildvrt + gdal_translate)."""
+def reference(path_id, paths, out, got_gt, shape, warper=False):
+    """GDAL's own mosaic of ``paths`` on the output grid: gdalwarp when reprojected, or
+    resampled with a kernel and ``warper``, else gdalbuildvrt + gdal_translate."""
     path, resampling = PATHS[path_id]
-    if path == "warp":
+    if path == "warp" or (resampling != "nearest" and warper):
         h, w = shape
         bounds = (got_gt[0], got_gt[3] + h * got_gt[5], got_gt[0] + w * got_gt[1], got_gt[3])
         warp_reference(paths, out, dstSRS="EPSG:32633", outputBounds=bounds, xRes=RES,
@@ -180,6 +129,71 @@ def reference(path_id, paths, out, got_gt, shape):
     else:
         vrt_reference(paths, out, resampleAlg="near" if resampling == "nearest" else resampling)
     return read(out)
+
+
+def per_band_vrt(folder, raw, masks):
+    """A VRT over ``raw`` whose band b has its own mask band (masks[b], a GeoTIFF)."""
+    ds = gdal.Open(raw)
+    gt, wkt = ds.GetGeoTransform(), ds.GetProjection()
+    ds = None
+    names = [write_tile(folder / f"mask{b}.tif", m[None], gt, wkt) for b, m in enumerate(masks)]
+    gdal.Translate(str(folder / "top.vrt"), raw, format="VRT")
+    parts = (folder / "top.vrt").read_text().split("</VRTRasterBand>")
+    for b, name in enumerate(names):
+        parts[b] += (f"<MaskBand><VRTRasterBand dataType=\"Byte\"><SimpleSource><SourceFilename "
+                     f"relativeToVRT=\"0\">{name}</SourceFilename><SourceBand>1</SourceBand>"
+                     "</SimpleSource></VRTRasterBand></MaskBand>")
+    (folder / "top.vrt").write_text("</VRTRasterBand>".join(parts))
+    ds = gdal.Open(str(folder / "top.vrt"))
+    assert ds.GetRasterBand(2).GetMaskFlags() == 0  # per band
+    assert (ds.GetRasterBand(2).GetMaskBand().ReadAsArray() == 0).sum() == (masks[1] == 0).sum()
+    ds = None
+    return str(folder / "top.vrt")
+
+
+@pytest.mark.parametrize("kind", list(MASKS))
+@pytest.mark.parametrize("path_id", list(PATHS))
+def test_nodata_and_mask_both_apply_on_every_read_path(tmp_path, kind, path_id):
+    """An input with a nodata value and a mask (.msk, internal, alpha band, both, or a
+    mask per band): a pixel is valid where it is not nodata and not masked, and
+    resampling kernels skip both. Reference: GDAL's tools on the same input with
+    numpy's validity applied (masked pixels set to nodata, no mask): gdalbuildvrt
+    where nothing is resampled or nearest is, else gdalwarp (GDAL's VRT kernels skip
+    only one of nodata and mask, so such inputs are resampled by the warper)."""
+    resampling = PATHS[path_id][1]
+    base = smooth_field(np.random.default_rng(1), 90, 110, 20, 60, "uint16")[None].repeat(2, 0)
+    base_path = write_raster(tmp_path / "base.tif", base,
+                             (ORIGIN[0], RES, 0, ORIGIN[1], 0, -RES), nodata=0)
+    data, mask, alpha = messy_tile(2)
+    band_mask = np.full(mask.shape, 255, np.uint8)
+    band_mask[5:15, 5:20] = 0
+    flags = MASKS[kind]
+    valid = np.ones(data.shape, bool)
+    valid &= (mask != 0) if flags.get("mask") else True
+    valid &= (alpha != 0) if flags.get("alpha") else True
+    if flags.get("per_band"):
+        valid[0] &= mask != 0
+        valid[1] &= band_mask != 0
+    data[~valid & (data != 0)] = GARBAGE  # under the mask, never nodata
+    gt, wkt = placed(path_id)
+    top = write_tile(tmp_path / "top.tif", data, gt, wkt, nodata=0,
+                     mask=mask if flags.get("mask") else None,
+                     alpha=alpha if flags.get("alpha") else None,
+                     internal=flags.get("internal", False))
+    if flags.get("per_band"):
+        top = per_band_vrt(tmp_path, top, [mask, band_mask])
+    clean = write_tile(tmp_path / "clean.tif", np.where(valid, data, 0).astype(data.dtype), gt,
+                       wkt, nodata=0)
+    out = tmp_path / "out.tif"
+    run_cli(base_path, top, "-o", out, "--resampling", resampling, "--chunk", "32",
+            "--co", "BLOCKXSIZE=16", "--co", "BLOCKYSIZE=16", "--quiet", check=True)
+    got, got_gt, nd = read(out)
+    want, want_gt, want_nd = reference(path_id, [base_path, clean], tmp_path / "ref.tif",
+                                       got_gt, got.shape[1:], warper=True)
+    assert got_gt == want_gt and nd == want_nd == 0
+    np.testing.assert_array_equal(got, want)
+    assert not (got == GARBAGE).any()
+    assert (got > 100).sum() > 0.3 * valid.sum()  # the top input is there
 
 
 @pytest.mark.parametrize("path_id", list(PATHS))
