@@ -73,13 +73,13 @@ def warp_reference(paths, out, **options):
 
 
 def messy_tile(seed, shape=(2, 70, 80)):
-    """Data (nodata 0 in a collar and in a hole of band 2 only), a mask and an alpha
+    """Data (nodata 0 in a collar and in a hole of the last band only), a mask and an alpha
     band with their own holes, and garbage (GARBAGE) under them that is not nodata."""
     rng = np.random.default_rng(seed)
     data = np.stack([smooth_field(rng, *shape[1:], 100, 3000, "uint16")
                      for _ in range(shape[0])])
     data[:, :3, :] = 0
-    data[1, 30:42, 10:25] = 0
+    data[-1, 30:42, 10:25] = 0
     mask = np.full(shape[1:], 255, np.uint8)
     mask[10:30, 40:60] = 0
     mask[50:, :12] = 0
@@ -100,6 +100,7 @@ PATHS = {  # (read path, resampling)
     "vrt-nearest": ("vrt", "nearest"),
     "vrt-bilinear": ("vrt", "bilinear"),
     "vrt-cubic": ("vrt", "cubic"),
+    "vrt-lanczos": ("vrt", "lanczos"),
     "warp-nearest": ("warp", "nearest"),
     "warp-bilinear": ("warp", "bilinear"),
     "warp-cubic": ("warp", "cubic"),
@@ -340,3 +341,34 @@ def test_core_imports_and_reads_without_64_bit_gdal_types(tmp_path):
                           env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr
     assert (read(tmp_path / "o.tif")[0] == 3).all()
+
+
+@pytest.mark.parametrize("kind", ["msk", "internal-mask", "alpha"])
+@pytest.mark.parametrize("resampling", ["bilinear", "cubic", "lanczos"])
+def test_a_masked_input_is_resampled_as_gdalbuildvrt_does(tmp_path, kind, resampling):
+    """An input whose only validity is its mask (or the alpha band of a 2-band Byte
+    file), off the grid by a fraction of a pixel: GDAL's VRT kernels skip masked pixels
+    and a pixel is valid where the resampled mask is not 0, exactly as gdalbuildvrt -r
+    + gdal_translate (the base below shows through where it is not)."""
+    alpha = kind == "alpha"  # gdalbuildvrt needs the same bands: both get an alpha band
+    dtype = "uint8" if alpha else "uint16"  # (GDAL rescales a 16-bit alpha band)
+    base = smooth_field(np.random.default_rng(1), 90, 110, 20, 60, dtype)[None]
+    base_path = write_tile(tmp_path / "base.tif", base, (ORIGIN[0], RES, 0, ORIGIN[1], 0, -RES),
+                           srs_wkt(32633), alpha=np.full(base.shape[1:], 255, np.uint8)
+                           if alpha else None)
+    data, mask, _alpha = messy_tile(4, shape=(1, 70, 80))
+    data = (data // 24 + 70).astype(dtype)  # 74-195: no kernel overshoot reaches 255
+    garbage = 255 if alpha else GARBAGE
+    data[:, mask == 0] = garbage
+    gt, wkt = placed("vrt-nearest")
+    top = write_tile(tmp_path / "top.tif", data, gt, wkt, mask=None if alpha else mask,
+                     alpha=mask if alpha else None, internal=kind == "internal-mask")
+    out = tmp_path / "out.tif"
+    run_cli(base_path, top, "-o", out, "--resampling", resampling, "--chunk", "32",
+            "--co", "BLOCKXSIZE=16", "--co", "BLOCKYSIZE=16", "--quiet", check=True)
+    got, got_gt, nd = read(out)
+    want, want_gt, _nd = read(vrt_reference([base_path, top], tmp_path / "ref.tif",
+                                            resampleAlg=resampling))
+    assert want_gt == got_gt and nd is None
+    np.testing.assert_array_equal(got[0], want[0])  # the base shows where the top is invalid
+    assert (got >= 70).sum() > 0.5 * (mask != 0).sum() and not (got == garbage).any()
