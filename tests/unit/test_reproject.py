@@ -16,7 +16,7 @@ from osgeo import gdal, osr
 
 from helpers import dilate, read, run_cli, smooth_field, write_raster
 from streaming_mosaic.core import engine, specs
-from streaming_mosaic.core.options import Options, enum_index
+from streaming_mosaic.core.options import Options
 from streaming_mosaic.core.plan import make_plan
 from streaming_mosaic.core.specs import WARP_ERROR, warp_scale
 
@@ -233,7 +233,7 @@ def run_streaming(path, out, epsg, res, resampling, chunk):
     """The streaming mosaic of one input, and the kernel scales it warps with."""
     opts = Options(inputs=[str(path)], output=str(out), target_crs=f"EPSG:{epsg}",
                    pixel_size=res, target_aligned_pixels=True, chunk_size=chunk,
-                   resampling=enum_index("resampling", resampling))
+                   resampling=resampling)
     fp = make_plan(opts).footprints[0]
     engine.run(opts)
     got, gt, _nd = read(out)
