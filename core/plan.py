@@ -227,7 +227,7 @@ def make_plan(options, strict=True):
     boxes = [s.bbox if s else None for s in specs]
     out_bands = band_count + (1 if options.add_alpha else 0)
     budget = _budget(options, options.memory_mb, block, out_bands, rule, input_dtype,
-                     out_dtype, grid, halo, prints, boxes)
+                     out_dtype, grid, halo, specs, boxes)
     if not budget.fits:
         warnings.append(f"MEMORY_MB={options.memory_mb} is too small for one "
                         f"{budget.chunk}x{budget.chunk} window; the run may use more")
@@ -247,7 +247,7 @@ def make_plan(options, strict=True):
 
 
 def _budget(options, memory_mb, block, band_count, rule, input_dtype, out_dtype, grid, halo,
-            prints, boxes):
+            specs, boxes):
     """The memory budget; for a stack rule, refused when even one row of it cannot fit."""
     size = (grid.width, grid.height)
 
@@ -257,8 +257,8 @@ def _budget(options, memory_mb, block, band_count, rule, input_dtype, out_dtype,
     def budget(mb):
         return plan_budget(mb, threads_wanted(options.threads), block, band_count, rule,
                            input_dtype, out_dtype, size, chunk=int(options.chunk_size or 0),
-                           halo=halo, warped=not all(fp.same_crs for fp in prints),
-                           depth=depth)
+                           halo=halo, depth=depth,
+                           warped=any(s is not None and s.kind == "warp" for s in specs))
 
     result = budget(memory_mb)
     if rule.stack and not result.fits:

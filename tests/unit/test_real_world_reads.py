@@ -15,6 +15,8 @@ import pytest
 from osgeo import gdal, osr
 
 from helpers import read, run_cli, smooth_field, srs_wkt, vrt_reference, write_raster
+from streaming_mosaic.core.options import Options
+from streaming_mosaic.core.plan import make_plan
 from streaming_mosaic.core.specs import WARP_ERROR
 
 RES = 10.0
@@ -372,3 +374,17 @@ def test_a_masked_input_is_resampled_as_gdalbuildvrt_does(tmp_path, kind, resamp
     assert want_gt == got_gt and nd is None
     np.testing.assert_array_equal(got[0], want[0])  # the base shows where the top is invalid
     assert (got >= 70).sum() > 0.5 * (mask != 0).sum() and not (got == garbage).any()
+
+
+def test_same_crs_inputs_resampled_by_the_warper_count_its_memory(tmp_path):
+    """An input in the output's CRS that the warper resamples (here: nodata and a mask
+    with bilinear) has its warp memory in the budget, as a reprojected one."""
+    data, mask, _alpha = messy_tile(6)
+    gt, wkt = placed("vrt-bilinear")
+    top = write_tile(tmp_path / "top.tif", data, gt, wkt, nodata=0, mask=mask)
+    base = write_raster(tmp_path / "base.tif", np.ones((2, 90, 110), np.uint16),
+                        (ORIGIN[0], RES, 0, ORIGIN[1], 0, -RES), nodata=0)
+    plans = {r: make_plan(Options(inputs=[base, top], resampling=r))
+             for r in ("nearest", "bilinear")}
+    assert plans["nearest"].specs[1].kind == "vrt" and plans["nearest"].budget.warp == 0
+    assert plans["bilinear"].specs[1].kind == "warp" and plans["bilinear"].budget.warp > 0
