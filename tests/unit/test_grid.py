@@ -1,7 +1,7 @@
 """The output grid (RESOLUTION, PIXEL_SIZE, -tap, EXTENT) matches gdalbuildvrt exactly.
 
 Inputs share a CRS but have different pixel sizes and origins off the output
-grid, so most are read through the one-source VRT path of core/readers.py; the
+grid, so most are read through the one-source VRT path of core/specs.py; the
 reference is gdalbuildvrt with the equivalent options + gdal_translate.
 """
 
