@@ -169,7 +169,7 @@ class Rule:
     name: str
     update: object
     result: object
-    work: str = "input"        # accumulator type: input, wide (int64/float64), float64
+    work: str = "input"        # accumulator type: input, wide (int64, uint64 or float64), float64
     counts: bool = False       # needs the count accumulator
     weights: bool = False      # needs the feather accumulators and per-input weights
     reverse: bool = False      # feed inputs last to first
