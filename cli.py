@@ -19,7 +19,7 @@ from osgeo import gdal
 from .core import __version__
 from .core.engine import run
 from .core.errors import Cancelled, MosaicError, OptionError
-from .core.options import PARAMS, Options, choice
+from .core.options import PARAMS, Options, choice, flag
 from .core.plan import make_plan, summary_lines
 
 PROG = "streaming_mosaic"
@@ -39,7 +39,7 @@ def build_parser():
                                  "window by window within a memory budget.")
     for p in PARAMS:
         if p.kind == "inputs":
-            parser.add_argument("inputs", nargs="*", metavar="INPUT", help=p.help)
+            parser.add_argument("inputs", nargs="*", metavar=p.name, help=p.help)
             continue
         flags = [p.cli] + (["--output"] if p.kind == "output" else [])
         kwargs = {"dest": p.attr, "help": p.help}
@@ -61,10 +61,11 @@ def build_parser():
         parser.add_argument(*flags, **kwargs)
     parser.add_argument("--extent-crs", dest="extent_crs", metavar="CRS",
                         help="CRS of --extent when it is not the target CRS (e.g. EPSG:4326)")
+    every = Options.__dataclass_fields__["checkpoint_seconds"].default
     parser.add_argument("--checkpoint-seconds", dest="checkpoint_seconds", type=float,
-                        default=10.0, metavar="S",
+                        default=every, metavar="S",
                         help="flush the output and update the resume checkpoint at most this "
-                             "often (default 10)")
+                             f"often (default {every:g})")
     parser.add_argument("--plan", action="store_true",
                         help="print the plan (grid, windows, memory, warnings) and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -216,7 +217,7 @@ def _main(argv, err):
                 print(line)
             return 0
         if not options.output:
-            raise OptionError("OUTPUT (-o)", "no output file given")
+            raise OptionError(flag("output"), "no output file given")
         try:
             signal.signal(signal.SIGTERM, _sigterm)
         except ValueError:  # not the main thread

@@ -16,7 +16,7 @@ from osgeo import gdal, osr
 
 from .errors import InputError, OptionError
 from .gdalenv import GdalFailure, check, unlink_quiet
-from .options import PARAM_BY_ATTR, parse_extent
+from .options import flag, parse_extent
 from .sources import srs_from_user, srs_from_wkt
 
 
@@ -76,7 +76,7 @@ def target_srs(infos, options):
     """The target CRS as an osr.SpatialReference (None when inputs have no CRS)."""
     if options.target_crs not in (None, ""):
         if not infos[0].crs_wkt:
-            raise OptionError(PARAM_BY_ATTR["target_crs"].flag(),
+            raise OptionError(flag("target_crs"),
                               f"{infos[0].name} has no CRS to reproject from")
         return srs_from_user(options.target_crs)
     return srs_from_wkt(infos[0].crs_wkt)
@@ -140,23 +140,23 @@ def _snap_resolutions(prints):
 
 def extent_in_target(options, target):
     """EXTENT as (xmin, ymin, xmax, ymax) in the target CRS, or None."""
-    flag = PARAM_BY_ATTR["extent"].flag()
+    option = flag("extent")
     bounds, crs_text = parse_extent(options.extent)
     if bounds is None:
         return None
     crs_text = options.extent_crs or crs_text
     if not crs_text or target is None:
         return bounds
-    src = srs_from_user(crs_text, option=flag)
+    src = srs_from_user(crs_text, option=option)
     if same_crs(src, target):
         return bounds
     try:
         tr = osr.CoordinateTransformation(src, target)
         xmin, ymin, xmax, ymax = tr.TransformBounds(*bounds, 21)
     except (RuntimeError, TypeError):
-        raise OptionError(flag, f"cannot transform {bounds} from {crs_text} to the target CRS") from None
+        raise OptionError(option, f"cannot transform {bounds} from {crs_text} to the target CRS") from None
     if not all(math.isfinite(v) for v in (xmin, ymin, xmax, ymax)):
-        raise OptionError(flag, f"cannot transform {bounds} from {crs_text} to the target CRS")
+        raise OptionError(option, f"cannot transform {bounds} from {crs_text} to the target CRS")
     return xmin, ymin, xmax, ymax
 
 
@@ -226,7 +226,7 @@ def compute(infos, options):
 
     grid = Grid(target_wkt, tuple(gt), width, height)
     if bounds is not None and not any(grid.pixel_bbox(fp.bounds) for fp in prints):
-        raise OptionError(PARAM_BY_ATTR["extent"].flag(),
+        raise OptionError(flag("extent"),
                           f"{tuple(round(v, 6) for v in bounds)} does not overlap any input")
     return grid, prints
 
@@ -260,19 +260,20 @@ def _warp_union(prints):
 
 def _build(proxies, kwargs, user_extent=False):
     name = f"/vsimem/streaming_mosaic/{uuid.uuid4().hex}.vrt"
-    flag = PARAM_BY_ATTR["extent"].flag()
+    option = flag("extent")
     try:
         ds = check(gdal.BuildVRT, name, proxies, **kwargs)
         result = ds.GetGeoTransform(), ds.RasterXSize, ds.RasterYSize
         ds = None
     except GdalFailure as exc:
         if user_extent:
-            raise OptionError(flag, f"{kwargs.get('outputBounds')} gives no usable output grid, "
+            raise OptionError(option, f"{kwargs.get('outputBounds')} gives no usable output grid, "
                               f"e.g. it is smaller than one pixel ({exc})") from None
-        raise OptionError("INPUT", f"GDAL cannot build an output grid from these inputs ({exc})") from None
+        raise OptionError(flag("inputs"), "GDAL cannot build an output grid from these "
+                          f"inputs ({exc})") from None
     finally:
         unlink_quiet(name)
     gt, w, h = result
     if w <= 0 or h <= 0:
-        raise OptionError(flag, "the output grid is empty")
+        raise OptionError(option, "the output grid is empty")
     return result

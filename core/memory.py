@@ -27,6 +27,7 @@ CACHE_MIN = 8 * MB
 CACHE_MAX = 1024 * MB
 MAX_CHUNK = 2048  # larger windows lose the overlap of reading and compressing
 GDAL_OVERHEAD = 8 * MB
+WARP_MEMORY = 16 * MB  # GDAL warper working memory of one reprojected read (per thread)
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ def plan_budget(memory_mb, threads, block, bands, rule, input_dtype, out_dtype,
     """
     total = int(memory_mb) * MB
     cache = int(min(max(total * CACHE_FRACTION, CACHE_MIN), CACHE_MAX))
-    warp = 16 * MB if warped else 0
+    warp = WARP_MEMORY if warped else 0
     # GDAL's own working memory outside the cache: open datasets (16 per thread),
     # and the GeoTIFF writer's compression jobs (about two tiles per thread).
     block_bytes = block * block * bands * np.dtype(out_dtype).itemsize

@@ -188,6 +188,11 @@ PARAMS = (
 PARAM_BY_NAME = {p.name: p for p in PARAMS}
 PARAM_BY_ATTR = {p.attr: p for p in PARAMS}
 
+
+def flag(attr):
+    """How messages name the option filling ``attr``: ``OUTPUT (-o)``, ``INPUT``."""
+    return PARAM_BY_ATTR[attr].flag()
+
 # Options that only the core and the CLI know (not in the QGIS dialog).
 _EXTRA_FIELDS = (
     ("extent_crs", object, None),        # CRS of EXTENT when it is not the target CRS
@@ -283,7 +288,7 @@ def rule_of(method):
     if isinstance(method, Rule):
         return method
     if method not in RULES:
-        raise OptionError(PARAM_BY_ATTR["method"].flag(), f"unknown rule {method!r}; choose "
+        raise OptionError(flag("method"), f"unknown rule {method!r}; choose "
                           f"one of {', '.join(RULES)}, or pass a Rule")
     return RULES[method]
 
@@ -292,11 +297,11 @@ def parse_bands(text):
     """Parse BANDS (``"3,2,1"``) into a tuple of 1-based band numbers, or None."""
     if text is None or not str(text).strip():
         return None
-    flag = PARAM_BY_ATTR["bands"].flag()
+    option = flag("bands")
     bands = []
     for part in str(text).replace(" ", "").split(","):
         if not part.isdigit() or int(part) < 1:
-            raise OptionError(flag, f"{text!r} is not a comma-separated list of band "
+            raise OptionError(option, f"{text!r} is not a comma-separated list of band "
                               "numbers (1, 2, ...)")
         bands.append(int(part))
     return tuple(bands)
@@ -307,14 +312,14 @@ def parse_creation_options(text):
     result = {}
     if text is None:
         return result
-    flag = PARAM_BY_ATTR["creation_options"].flag()
+    option = flag("creation_options")
     for item in str(text).replace("\n", "|").split("|"):
         item = item.strip()
         if not item:
             continue
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise OptionError(flag, f"{item!r} is not KEY=VALUE")
+            raise OptionError(option, f"{item!r} is not KEY=VALUE")
         result[key.strip().upper()] = value.strip()
     return result
 
@@ -327,7 +332,7 @@ def parse_extent(value):
     """
     if value is None or (isinstance(value, str) and not value.strip()):
         return None, None
-    flag = PARAM_BY_ATTR["extent"].flag()
+    option = flag("extent")
     crs = None
     if isinstance(value, str):
         text = value.strip()
@@ -342,8 +347,8 @@ def parse_extent(value):
     except (TypeError, ValueError):
         numbers = []
     if len(numbers) != 4 or not all(math.isfinite(n) for n in numbers):
-        raise OptionError(flag, f"{value!r} is not xmin,ymin,xmax,ymax")
+        raise OptionError(option, f"{value!r} is not xmin,ymin,xmax,ymax")
     xmin, ymin, xmax, ymax = numbers
     if xmax <= xmin or ymax <= ymin:
-        raise OptionError(flag, f"{value!r} is empty (xmax must exceed xmin and ymax ymin)")
+        raise OptionError(option, f"{value!r} is empty (xmax must exceed xmin and ymax ymin)")
     return (xmin, ymin, xmax, ymax), crs

@@ -18,7 +18,7 @@ from . import bandmeta
 from . import grid as gridmod
 from .errors import InputError, OptionError
 from .memory import MB, Budget, plan_budget, smallest_budget_mb
-from .options import PARAM_BY_ATTR, parse_bands, parse_creation_options, rule_of, validate
+from .options import PARAM_BY_ATTR, flag, parse_bands, parse_creation_options, rule_of, validate
 from .order import apply as order_inputs
 from .sources import crs_label, representable, scan
 from .specs import build_spec
@@ -128,11 +128,11 @@ def _exact(value, dtype):
 def output_nodata(options, method, sources, out_dtype):
     """NODATA_OUTPUT, else the first input nodata found, else NODATA_INPUT (as gdalwarp
     -srcnodata without -dstnodata) when the output type holds it; None for count."""
-    flag = PARAM_BY_ATTR["nodata_output"].flag()
+    option = flag("nodata_output")
     if options.nodata_output is not None:
         value = options.nodata_output
         if not representable(value, out_dtype):
-            raise OptionError(flag, f"{value:g} cannot be stored in the {out_dtype} output")
+            raise OptionError(option, f"{value:g} cannot be stored in the {out_dtype} output")
         return _exact(value, out_dtype)
     if method == "count":
         return None
@@ -140,7 +140,7 @@ def output_nodata(options, method, sources, out_dtype):
         for nd in info.nodata:
             if nd is not None:
                 if not representable(nd, out_dtype):
-                    raise OptionError(flag, f"the inputs' nodata {nd:g} cannot be stored in "
+                    raise OptionError(option, f"the inputs' nodata {nd:g} cannot be stored in "
                                       f"the {out_dtype} output; set NODATA_OUTPUT")
                 return _exact(nd, out_dtype)
     if options.nodata_input is not None and representable(options.nodata_input, out_dtype):
@@ -152,13 +152,13 @@ def block_size(options_co, chunk, grid_size):
     """Output tile side: BLOCKXSIZE/BLOCKYSIZE if given, else 512 (256 for small jobs)."""
     bx = options_co.get("BLOCKXSIZE")
     by = options_co.get("BLOCKYSIZE")
-    flag = PARAM_BY_ATTR["creation_options"].flag()
+    option = flag("creation_options")
     sizes = []
     for key, value in (("BLOCKXSIZE", bx), ("BLOCKYSIZE", by)):
         if value is None:
             continue
         if not value.isdigit() or int(value) < 16 or int(value) % 16:
-            raise OptionError(flag, f"{key}={value} must be a multiple of 16")
+            raise OptionError(option, f"{key}={value} must be a multiple of 16")
         sizes.append(int(value))
     if sizes:
         return math.lcm(*sizes)
@@ -217,7 +217,7 @@ def make_plan(options, strict=True):
     nodata_input = None if options.nodata_input is None else float(options.nodata_input)
 
     band_count = len(sources[0].bands)
-    feather = float(options.feather_distance or 32.0)
+    feather = float(options.feather_distance or PARAM_BY_ATTR["feather_distance"].default)
     halo = int(math.ceil(feather)) if rule.weights else 0
     co_user = parse_creation_options(options.creation_options)
     block = block_size(co_user, int(options.chunk_size or 0), (grid.width, grid.height))
@@ -263,7 +263,7 @@ def _budget(options, memory_mb, block, band_count, rule, input_dtype, out_dtype,
     result = budget(memory_mb)
     if rule.stack and not result.fits:
         works = smallest_budget_mb(lambda mb: budget(mb).fits, memory_mb)
-        raise OptionError(PARAM_BY_ATTR["memory_mb"].flag(),
+        raise OptionError(flag("memory_mb"),
                           f"{memory_mb} MB cannot hold one {result.chunk} px window with its "
                           f"stack of {result.depth} input(s) for METHOD={rule.name}, even "
                           f"stacked one row at a time; use at least {works} MB")

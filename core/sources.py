@@ -17,6 +17,7 @@ from .errors import InputError, OptionError
 from .gdalenv import GdalFailure, open_readonly
 from .geokeys import cached_crs_wkt
 from .inputfiles import files_read
+from .options import flag
 
 # GDAL types the core handles, as numpy dtypes.
 SUPPORTED = {np.dtype(t) for t in ("uint8", "int8", "uint16", "int16", "uint32", "int32",
@@ -232,7 +233,7 @@ def scan(paths, bands=None, strict=True):
     """
     paths = [str(p) for p in paths or ()]
     if not paths:
-        raise OptionError("INPUT", "no input rasters given")
+        raise OptionError(flag("inputs"), "no input rasters given")
     infos = describe_all(paths, bands)
     warnings = []
     first = infos[0]
@@ -271,8 +272,9 @@ def crs_label(wkt, none="none"):
     return f"{srs.GetAuthorityName(None)}:{code}" if code else srs.GetName()
 
 
-def srs_from_user(text, option="TARGET_CRS (--target-crs)"):
+def srs_from_user(text, option=None):
     """Parse a CRS given as EPSG:xxxx, WKT, PROJ string... into an osr.SpatialReference."""
+    option = option or flag("target_crs")
     srs = osr.SpatialReference()
     try:
         err = srs.SetFromUserInput(str(text))

@@ -33,6 +33,7 @@ from osgeo import gdal
 
 from .errors import InputError
 from .gdalenv import GdalFailure, check
+from .memory import WARP_MEMORY
 from .options import RESAMPLINGS
 from .sources import representable
 
@@ -42,9 +43,6 @@ from .sources import representable
 # 3.6 and 3.10 VRT sources disagree on it; the warper gives gdalwarp's result on both.
 VRT_RESAMPLINGS = {"near", "bilinear", "cubic", "cubicspline", "lanczos"}
 KERNELS = VRT_RESAMPLINGS - {"near"}
-
-# Working memory the warper may use for one warped read (counted in the budget).
-WARP_MEMORY = 16 * 2**20
 
 # Error (pixels) allowed to GDAL's approximate transformer. gdalwarp's default,
 # 0.125, leaves room for a tool that cuts the output into other chunks to pick the

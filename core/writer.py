@@ -21,6 +21,7 @@ from osgeo import gdal, gdal_array
 from . import bandmeta
 from .errors import OptionError, OutputError
 from .gdalenv import GdalFailure, check, check_status
+from .options import flag
 
 try:
     import resource
@@ -41,10 +42,10 @@ def check_output(output, inputs):
         The folder does not exist or is not writable, or OUTPUT is a folder.
     """
     if not output:
-        raise OptionError("OUTPUT (-o)", "no output file given")
+        raise OptionError(flag("output"), "no output file given")
     output = os.path.abspath(str(output))
     if not output.lower().endswith(EXTENSIONS):
-        raise OptionError("OUTPUT (-o)", f"{output} must end in .tif or .tiff: the output is "
+        raise OptionError(flag("output"), f"{output} must end in .tif or .tiff: the output is "
                           "always a GeoTIFF")
     folder = os.path.dirname(output)
     if not os.path.isdir(folder):
@@ -57,7 +58,7 @@ def check_output(output, inputs):
         path = str(path)
         if os.path.exists(path) and os.path.exists(output) and os.path.samefile(path, output) \
                 or os.path.abspath(path) == output:
-            raise OptionError("OUTPUT (-o)", f"{output} is also an input; choose another file")
+            raise OptionError(flag("output"), f"{output} is also an input; choose another file")
     if os.path.exists(output) and not os.access(output, os.W_OK):
         raise OutputError(output, "exists and cannot be replaced (read-only)")
     return output

@@ -1,9 +1,12 @@
 """Test helpers: real GeoTIFFs (from tools/synth.py), the CLI, reading back, GDAL references."""
 
 import hashlib
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 from osgeo import gdal
@@ -45,6 +48,46 @@ def run_cli(*args, check=False, timeout=300, env=None):
     if check and proc.returncode != 0:
         raise AssertionError(f"CLI failed ({proc.returncode}): {proc.stderr}")
     return proc
+
+
+def _default_sigint():
+    # A test run started in the background by a shell ignores SIGINT, and a child
+    # inheriting that ignores Ctrl-C: give the CLI the terminal's default back.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start_cli(*args, **popen_kwargs):
+    """Start ``python3 -m streaming_mosaic`` in the background (pipes for its output)."""
+    return subprocess.Popen([PYTHON, "-m", "streaming_mosaic", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint, **popen_kwargs)
+
+
+def journal(out):
+    """The resume checkpoint of a local OUTPUT."""
+    with open(f"{out}.partial.json", encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def journal_done(out):
+    """Windows the checkpoint of OUTPUT says are durable (-1 while there is none)."""
+    try:
+        return int(journal(out)["done"])
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
+def wait_for_windows(proc, out, k, timeout=300):
+    """Poll the checkpoint until ``k`` windows are durable; fail if the run ends or hangs."""
+    deadline = time.monotonic() + timeout
+    while journal_done(out) < k:
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended (status {proc.returncode}) before window {k}: "
+                                 f"{proc.stderr.read()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("the run hung")
+        time.sleep(0.002)
 
 
 def vrt_reference(paths, out, **buildvrt_options):

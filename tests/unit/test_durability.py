@@ -5,7 +5,6 @@ and the end of a run (COG step) says what happened and leaves no stray file."""
 import email.utils
 import hashlib
 import http.server
-import json
 import os
 import re
 import shutil
@@ -18,7 +17,17 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from helpers import PYTHON, corrupt_block, read, run_cli, tile_set, vrt_reference
+from helpers import (
+    PYTHON,
+    corrupt_block,
+    journal,
+    read,
+    run_cli,
+    start_cli,
+    tile_set,
+    vrt_reference,
+    wait_for_windows,
+)
 from streaming_mosaic.core import engine, runlock
 from streaming_mosaic.core.errors import Cancelled, OutputError
 from streaming_mosaic.core.options import Options
@@ -49,11 +58,6 @@ def interrupt(paths, out, after, **kw):
         engine.run(options(paths, out, **kw), progress=progress,
                    cancel=lambda: len(seen) >= after)
     assert journal(out)["done"] == after
-
-
-def journal(out):
-    with open(f"{out}.partial.json", encoding="utf-8") as fh:
-        return json.load(fh)
 
 
 def leftovers(folder):
@@ -297,27 +301,6 @@ def big(tmp_path_factory):
     folder = tmp_path_factory.mktemp("big")
     paths = tile_set(folder, seed=11, grid=(2, 2), size=(1400, 1300), overlap=100, bands=2)
     return {"paths": paths, "ref": vrt_reference(paths, folder / "ref.tif")}
-
-
-def start_cli(*args):
-    return subprocess.Popen([PYTHON, "-m", "streaming_mosaic", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_windows(proc, out, k):
-    """Poll the journal until it reports at least ``k`` durable windows."""
-    while True:
-        try:
-            if journal(out)["done"] >= k:
-                return
-        except (OSError, ValueError, KeyError):
-            pass
-        try:
-            proc.wait(timeout=0.002)
-        except subprocess.TimeoutExpired:
-            continue
-        raise AssertionError(f"the run ended (status {proc.returncode}) before window {k}: "
-                             f"{proc.stderr.read()}")
 
 
 @pytest.mark.parametrize("resume", [False, True], ids=["again", "with --resume"])

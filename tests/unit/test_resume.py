@@ -1,7 +1,6 @@
 """Interrupted runs (SIGKILL, Ctrl-C, SIGTERM, cancel, full disk) keep a checkpoint
 and resume to the exact mosaic."""
 
-import json
 import os
 import random
 import resource
@@ -13,7 +12,17 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from helpers import PYTHON, checksum, read, run_cli, tile_set, vrt_reference
+from helpers import (
+    PYTHON,
+    checksum,
+    journal,
+    read,
+    run_cli,
+    start_cli,
+    tile_set,
+    vrt_reference,
+    wait_for_windows,
+)
 from streaming_mosaic.core import engine
 from streaming_mosaic.core.errors import Cancelled
 from streaming_mosaic.core.options import Options
@@ -57,37 +66,6 @@ def small(tmp_path_factory):
 
 
 # --------------------------------------------------------------------------- helpers
-
-def journal(out):
-    with open(f"{out}.partial.json", encoding="utf-8") as fh:
-        return json.load(fh)
-
-
-def journal_done(out):
-    try:
-        return int(journal(out)["done"])
-    except (OSError, ValueError, KeyError):
-        return -1
-
-
-def start_cli(*args, **popen_kwargs):
-    return subprocess.Popen([PYTHON, "-m", "streaming_mosaic", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            **popen_kwargs)
-
-
-def wait_for_windows(proc, out, k):
-    """Poll the journal until it reports at least ``k`` durable windows."""
-    deadline = time.monotonic() + GUARD_SECONDS
-    while journal_done(out) < k:
-        if proc.poll() is not None:
-            raise AssertionError(f"the run ended (status {proc.returncode}) before window {k}: "
-                                 f"{proc.stderr.read()}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError("the run hung")
-        time.sleep(0.002)
-
 
 def assert_same_raster(path, reference):
     got, want = read(path), read(reference)
