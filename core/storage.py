@@ -210,7 +210,7 @@ def upload(src, output):
     try:
         with thread_config(config), open(src, "rb") as fh:
             _copy(fh, output)
-    except (GdalFailure, OSError) as exc:
+    except (GdalFailure, OSError, RuntimeError) as exc:  # RuntimeError: bindings in exception mode
         raise OutputError(output, f"the upload failed ({exc}); the finished file {src} and "
                           "its checkpoint were kept: run again with RESUME to upload it again") \
             from None
@@ -218,7 +218,10 @@ def upload(src, output):
 
 def _copy(fh, output):
     gdal.ErrorReset()
-    handle = gdal.VSIFOpenL(output, "wb")
+    try:
+        handle = gdal.VSIFOpenL(output, "wb")
+    except RuntimeError as exc:
+        raise GdalFailure(str(exc)) from None
     if handle is None:
         raise GdalFailure(gdal.GetLastErrorMsg() or "cannot open for writing")
     for block in iter(lambda: fh.read(UPLOAD_BLOCK), b""):
