@@ -27,6 +27,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 from ..core.errors import MosaicError
 from ..core.options import PARAMS, Options, enum_name
 from ..core.sources import describe as describe_source
+from ..core.storage import expand_inputs
 from .compat import ADVANCED, DOUBLE, INTEGER, RASTER, crs_text
 
 
@@ -130,7 +131,9 @@ def input_problem(parameters, context):
         if QgsProcessingUtils.mapLayerFromString(item, context, False) is not None:
             continue
         try:
-            describe_source(i, item.split("|")[0])
+            # A URL, s3:// path or @list.txt (typed or pasted) is what the core reads.
+            for path in expand_inputs([item.split("|")[0]]):
+                describe_source(i, path)
         except MosaicError as exc:
             return "INPUT: {}".format(exc)
     return ""

@@ -23,7 +23,7 @@ import traceback
 
 import numpy as np
 
-from . import checkpoint, runlock, writer
+from . import checkpoint, runlock, storage, writer
 from .errors import Cancelled, InputError, MosaicError, OutputError
 from .gdalenv import GdalFailure, cache_budget, release_free_memory, thread_env
 from .plan import make_plan, summary_lines
@@ -119,7 +119,10 @@ def run(options, progress=None, cancel=None, log=None):
     cancel = cancel or (lambda: False)
     log = log or (lambda message, level="info": None)
     started = time.monotonic()
-    output = writer.check_output(options.output, options.inputs)
+    with thread_env():
+        target = writer.check_output(options.output, options.inputs)
+    # Where the partial, journal and lock live (a work folder for a remote OUTPUT).
+    output = storage.work_path(target, options.work_folder)
     with runlock.exclusive(output), thread_env():
         try:
             plan, start = _plan_with_resume(options, output, log)
@@ -129,15 +132,16 @@ def run(options, progress=None, cancel=None, log=None):
                 log(warning, "warning")
             with cache_budget(plan.budget.cache):
                 moved = _write_all(plan, output, start, progress, cancel, log)
-                _finish(plan, output, progress, cancel)
+                _finish(plan, output, progress, cancel, target)
         finally:
             # A COG copy left by this run or by a killed one: resume makes it again.
             writer.remove_cog_partial(output)
+        size = storage.size(target)
     if moved:
         log(f"{moved} valid pixel(s) equal to the nodata value {plan.nodata_out:g} were "
             "written as the nearest other value", "warning")
-    return Result(output, plan.grid.width, plan.grid.height, plan.band_count, len(plan.windows),
-                  start, time.monotonic() - started, os.path.getsize(output), peak_rss_mb(),
+    return Result(target, plan.grid.width, plan.grid.height, plan.band_count, len(plan.windows),
+                  start, time.monotonic() - started, size, peak_rss_mb(),
                   moved, list(plan.warnings))
 
 
@@ -355,8 +359,9 @@ def _checkpoint(ds, partial, output, print_, done, total, failed=()):
     checkpoint.write(output, print_, done, total, failed)
 
 
-def _finish(plan, output, progress, cancel):
-    """Overviews or COG, then move the finished file into place and drop the journal."""
+def _finish(plan, output, progress, cancel, target=None):
+    """Overviews or COG, then move the finished file into place (``target``: where it
+    goes when not at ``output``, e.g. object storage) and drop the journal."""
     partial = checkpoint.partial_path(output)
     opts = plan.options
 
@@ -377,7 +382,7 @@ def _finish(plan, output, progress, cancel):
                                   "again") from None
         elif opts.overviews:
             writer.build_overviews(partial, plan, sub(WINDOWS_SHARE), cancel)
-        writer.publish(final, output)
+        writer.publish(final, target or output)
         checkpoint.remove(output)
     except MosaicError:
         raise

@@ -3,7 +3,8 @@
 Model (bytes)::
 
     MEMORY_MB = GDAL block cache                         (cache_fraction of the budget)
-              + GDAL working memory outside the cache    (open datasets, compression jobs)
+              + GDAL working memory outside the cache    (open datasets, compression jobs,
+                                                           the HTTP cache for remote inputs)
               + threads x warp working memory            (only when inputs are reprojected)
               + threads x per-thread window working set  (accumulators, reads, temporaries)
               + (threads + 2) x finished output window   (recycled buffers: in the
@@ -91,7 +92,7 @@ def window_working_set(chunk, bands, rule, input_dtype, out_dtype, halo=0, depth
 
 
 def plan_budget(memory_mb, threads, block, bands, rule, input_dtype, out_dtype,
-                grid_size, chunk=0, halo=0, warped=False, depth=None):
+                grid_size, chunk=0, halo=0, warped=False, depth=None, io_cache=0):
     """Choose the cache size and window side for a run.
 
     Parameters
@@ -108,6 +109,8 @@ def plan_budget(memory_mb, threads, block, bands, rule, input_dtype, out_dtype,
         For a stack rule: the most inputs over one window of that side (from the
         source index). When a whole window's stack does not fit, the window is
         stacked a strip of rows at a time (``Budget.stack_rows``).
+    io_cache : int
+        Bytes of GDAL's HTTP block cache when inputs are read over the network.
 
     Returns
     -------
@@ -119,7 +122,7 @@ def plan_budget(memory_mb, threads, block, bands, rule, input_dtype, out_dtype,
     # GDAL's own working memory outside the cache: open datasets (16 per thread),
     # and the GeoTIFF writer's compression jobs (about two tiles per thread).
     block_bytes = block * block * bands * np.dtype(out_dtype).itemsize
-    overhead = GDAL_OVERHEAD + threads * 2 * block_bytes
+    overhead = GDAL_OVERHEAD + threads * 2 * block_bytes + int(io_cache)
     out_size = np.dtype(out_dtype).itemsize
     largest = max(block, math.ceil(max(grid_size) / block) * block)
     depths = {}

@@ -22,6 +22,7 @@ from .options import PARAM_BY_ATTR, flag, parse_bands, parse_creation_options, r
 from .order import apply as order_inputs
 from .sources import crs_label, representable, scan
 from .specs import build_spec
+from .storage import io_cache_bytes
 from .windows import SourceIndex, WindowPlan
 
 OVERVIEW_FACTOR = 4 / 3
@@ -227,7 +228,8 @@ def make_plan(options, strict=True):
     boxes = [s.bbox if s else None for s in specs]
     out_bands = band_count + (1 if options.add_alpha else 0)
     budget = _budget(options, options.memory_mb, block, out_bands, rule, input_dtype,
-                     out_dtype, grid, halo, specs, boxes)
+                     out_dtype, grid, halo, specs, boxes,
+                     io_cache_bytes([s.path for s in sources]))
     if not budget.fits:
         warnings.append(f"MEMORY_MB={options.memory_mb} is too small for one "
                         f"{budget.chunk}x{budget.chunk} window; the run may use more")
@@ -247,7 +249,7 @@ def make_plan(options, strict=True):
 
 
 def _budget(options, memory_mb, block, band_count, rule, input_dtype, out_dtype, grid, halo,
-            specs, boxes):
+            specs, boxes, io_cache=0):
     """The memory budget; for a stack rule, refused when even one row of it cannot fit."""
     size = (grid.width, grid.height)
 
@@ -257,7 +259,7 @@ def _budget(options, memory_mb, block, band_count, rule, input_dtype, out_dtype,
     def budget(mb):
         return plan_budget(mb, threads_wanted(options.threads), block, band_count, rule,
                            input_dtype, out_dtype, size, chunk=int(options.chunk_size or 0),
-                           halo=halo, depth=depth,
+                           halo=halo, depth=depth, io_cache=io_cache,
                            warped=any(s is not None and s.kind == "warp" for s in specs))
 
     result = budget(memory_mb)

@@ -18,6 +18,7 @@ from .gdalenv import GdalFailure, open_readonly
 from .geokeys import cached_crs_wkt
 from .inputfiles import files_read
 from .options import flag
+from .storage import check_input, expand_inputs
 
 # GDAL types the core handles, as numpy dtypes.
 SUPPORTED = {np.dtype(t) for t in ("uint8", "int8", "uint16", "int16", "uint32", "int32",
@@ -119,6 +120,7 @@ def describe(index, path, bands=None):
         raise InputError("(empty name)", "an input has no file name")
     if os.path.isdir(path):
         raise InputError(path, "is a folder, not a raster file")
+    check_input(path)  # a remote input: one HEAD, and a clear line when refused
     try:
         ds = open_readonly(path)
     except GdalFailure as exc:
@@ -231,7 +233,7 @@ def scan(paths, bands=None, strict=True):
         Naming the first input that is unreadable or whose band count or CRS
         presence differs from the first input's.
     """
-    paths = [str(p) for p in paths or ()]
+    paths = expand_inputs(paths)
     if not paths:
         raise OptionError(flag("inputs"), "no input rasters given")
     infos = describe_all(paths, bands)

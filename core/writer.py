@@ -18,7 +18,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 from osgeo import gdal, gdal_array
 
-from . import bandmeta
+from . import bandmeta, storage
 from .errors import OptionError, OutputError
 from .gdalenv import GdalFailure, check, check_status
 from .options import flag
@@ -43,7 +43,10 @@ def check_output(output, inputs):
     """
     if not output:
         raise OptionError(flag("output"), "no output file given")
-    output = os.path.abspath(str(output))
+    output = storage.gdal_path(str(output))
+    if storage.is_remote_output(output):
+        return _check_remote(output, inputs)
+    output = os.path.abspath(output)
     if not output.lower().endswith(EXTENSIONS):
         raise OptionError(flag("output"), f"{output} must end in .tif or .tiff: the output is "
                           "always a GeoTIFF")
@@ -61,6 +64,16 @@ def check_output(output, inputs):
             raise OptionError(flag("output"), f"{output} is also an input; choose another file")
     if os.path.exists(output) and not os.access(output, os.W_OK):
         raise OutputError(output, "exists and cannot be replaced (read-only)")
+    return output
+
+
+def _check_remote(output, inputs):
+    if not output.lower().endswith(EXTENSIONS):
+        raise OptionError(flag("output"), f"{output} must end in .tif or .tiff: the output is "
+                          "always a GeoTIFF")
+    if output in storage.expand_inputs(inputs):
+        raise OptionError(flag("output"), f"{output} is also an input; choose another key")
+    storage.check_output(output)
     return output
 
 
@@ -408,7 +421,12 @@ def _remove(path):
 
 
 def publish(src, output):
-    """Move the finished file into place atomically."""
+    """Move the finished file into place atomically: a rename, or for an output in
+    object storage one upload (``src`` stays; Ctrl-C waits for the upload to end)."""
+    if storage.is_remote_output(output):
+        with _signals_deferred(_callback(None, None)):
+            storage.upload(src, output)
+        return
     try:
         os.replace(src, output)
     except OSError as exc:

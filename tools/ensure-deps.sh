@@ -6,6 +6,9 @@ set -eu
 
 PY=/usr/bin/python3
 need=""
+want_moto=""
+# moto's S3 server for the object-storage tests (Debian has no python3-moto).
+MOTO_VENV=${MOTO_VENV:-/var/cache/streaming-mosaic/venv-moto}
 
 want_pkg() { need="$need $1"; }
 has_module() { [ -x "$PY" ] && "$PY" -c "import $1" >/dev/null 2>&1; }
@@ -27,7 +30,10 @@ for target in "$@"; do
             has_module pytest || want_pkg python3-pytest
             has_module rasterio || want_pkg python3-rasterio
             has_module ensurepip || want_pkg python3-venv
-            has_module setuptools || want_pkg python3-setuptools ;;
+            has_module setuptools || want_pkg python3-setuptools
+            has_cmd nginx || [ -x /usr/sbin/nginx ] || want_pkg nginx-light
+            [ -x /usr/bin/time ] || want_pkg time
+            want_moto=1 ;;
         bench)
             has_module rasterio || want_pkg python3-rasterio
             has_module matplotlib || want_pkg python3-matplotlib
@@ -39,7 +45,16 @@ for target in "$@"; do
     esac
 done
 
-[ -z "$need" ] && exit 0
+install_moto() {
+    [ -n "$want_moto" ] || return 0
+    [ -x "$MOTO_VENV/bin/moto_server" ] && return 0
+    echo "ensure-deps: pip install moto[server] into $MOTO_VENV" >&2
+    mkdir -p "$(dirname "$MOTO_VENV")"
+    "$PY" -m venv --system-site-packages "$MOTO_VENV"
+    "$MOTO_VENV/bin/pip" install -q "moto[server]" >/dev/null
+}
+
+[ -z "$need" ] && { install_moto; exit 0; }
 echo "ensure-deps: installing:$need" >&2
 if [ "$(id -u)" -eq 0 ]; then
     SUDO=""
@@ -54,3 +69,4 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q >/dev/null
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -q --no-install-recommends $need >/dev/null
+install_moto
