@@ -25,7 +25,8 @@ from . import lsq
 from .errors import Cancelled
 from .gdalenv import cache_budget
 from .grid import Grid
-from .readers import Handles, Scratch, build_spec, read
+from .readers import Handles, Scratch, read
+from .specs import build_spec
 from .windows import SourceIndex, WindowPlan
 
 FIT_PIXELS = 2_000_000   # the coarse grid holds at most this many pixels

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from osgeo import gdal
 
-from . import bandmeta
+from . import bandmeta, harmonize
 from . import grid as gridmod
-from . import harmonize
 from .errors import InputError, OptionError
 from .memory import MB, Budget, plan_budget, smallest_budget_mb
 from .options import PARAM_BY_ATTR, parse_bands, parse_creation_options, rule_of, validate

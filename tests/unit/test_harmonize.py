@@ -13,8 +13,8 @@ import sys
 import numpy as np
 import pytest
 from harmony_data import biased_tiles, relative_rmse, seam_ratio
-from helpers import read, run_cli, write_raster
 
+from helpers import read, write_raster
 from streaming_mosaic.core import harmonize, lsq
 from streaming_mosaic.core.engine import run
 from streaming_mosaic.core.errors import Cancelled
@@ -124,8 +124,10 @@ def test_one_input_and_inputs_that_do_not_overlap_are_left_as_they_are(tmp_path)
     for inputs in (paths[:1], paths):
         none = mosaic(inputs, tmp_path / "none.tif")
         logs = []
-        run(Options(inputs=inputs, output=str(tmp_path / "lin.tif"), harmonize="linear"),
-            log=lambda m, level="info": logs.append((level, m)))
+
+        def log(message, level="info", logs=logs):
+            logs.append((level, message))
+        run(Options(inputs=inputs, output=str(tmp_path / "lin.tif"), harmonize="linear"), log=log)
         assert np.array_equal(read(tmp_path / "lin.tif")[0], none)
         if len(inputs) > 1:
             assert any(level == "warning" and "overlap no other input" in m
