@@ -40,7 +40,7 @@ def fingerprint(plan):
     """A JSON-able description of everything that decides the partial's bytes."""
     opts = plan.options
     co = {k: v for k, v in plan.creation_options.items() if k != "NUM_THREADS"}
-    return {
+    print_ = {
         "format": FORMAT,
         "inputs": [[s.path, list(s.bands), list(spec.bbox) if spec else None,
                     [list(f) for f in s.files]] for s, spec in zip(plan.sources, plan.specs)],
@@ -57,6 +57,10 @@ def fingerprint(plan):
         "chunk": plan.budget.chunk,
         "windows": len(plan.windows),
     }
+    if getattr(plan, "harmony", None) is not None:
+        # The fitted coefficients: a resumed run reuses them (see harmonize.attach).
+        print_["harmonize"] = plan.harmony.to_json()
+    return print_
 
 
 def digest(print_):

@@ -23,7 +23,7 @@ import traceback
 
 import numpy as np
 
-from . import checkpoint, runlock, storage, writer
+from . import checkpoint, harmonize, runlock, storage, writer
 from .errors import Cancelled, InputError, MosaicError, OutputError
 from .gdalenv import GdalFailure, cache_budget, release_free_memory, thread_env
 from .plan import make_plan, summary_lines
@@ -125,7 +125,7 @@ def run(options, progress=None, cancel=None, log=None):
     output = storage.work_path(target, options.work_folder)
     with runlock.exclusive(output), thread_env():
         try:
-            plan, start = _plan_with_resume(options, output, log)
+            plan, start = _plan_with_resume(options, output, log, cancel)
             for line in summary_lines(plan):
                 log(line, "info")
             for warning in plan.warnings:
@@ -145,17 +145,18 @@ def run(options, progress=None, cancel=None, log=None):
                   moved, list(plan.warnings))
 
 
-def _plan_with_resume(options, output, log):
+def _plan_with_resume(options, output, log, cancel=None):
     plan = make_plan(options)
     if not options.resume:
-        return plan, 0
+        return harmonize.attach(plan, None, log, cancel), 0
     journal = checkpoint.load(output)
     if journal is None or not os.path.exists(checkpoint.partial_path(output)):
         log("RESUME: no checkpoint found for this output; starting from the beginning")
-        return plan, 0
+        return harmonize.attach(plan, None, log, cancel), 0
     chunk = journal["fingerprint"].get("chunk")
     if not options.chunk_size and chunk and chunk != plan.budget.chunk:
         plan = make_plan(dataclasses.replace(options, chunk_size=chunk))
+    harmonize.attach(plan, journal, log, cancel)
     done, note = checkpoint.resume_point(journal, plan, output)
     if note:
         log(note)

@@ -36,6 +36,8 @@ DATA_TYPES = ("same", "uint8", "int16", "uint16", "uint32", "int32", "float32", 
 
 COMPRESSIONS = ("lzw", "deflate", "zstd", "none")
 
+HARMONIZATIONS = ("none", "gain", "linear")
+
 
 @dataclass(frozen=True)
 class Param:
@@ -103,6 +105,15 @@ PARAMS = (
     Param("ADD_ALPHA", "add_alpha", "bool", False, "Add an alpha band",
           "Add an alpha band: 255 where any input is valid, 0 elsewhere (as "
           "gdalbuildvrt -addalpha).", cli="--add-alpha"),
+    Param("HARMONIZE", "harmonize", "enum", 0, "Radiometric harmonization",
+          "Correct brightness steps between inputs (flights, dates) before compositing: "
+          "one gain per input and band, or a gain and an offset, fitted by least squares "
+          "so that every overlap agrees (mean gain 1, mean offset 0). Fitted on the "
+          "overlaps in a first streaming pass at reduced resolution; inputs that overlap "
+          "nothing are left as they are.",
+          choices=_choices(HARMONIZATIONS, ("None", "Gain (one factor per input and band)",
+                                            "Gain and offset")),
+          cli="--harmonize"),
     Param("FEATHER_DISTANCE", "feather_distance", "float", 32.0, "Feather distance (pixels)",
           "Width of the blend for METHOD=feather: a source's weight rises from 0 at the "
           "edge of its valid footprint to 1 at this many pixels inside.",

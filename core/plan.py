@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from osgeo import gdal
 
-from . import bandmeta
+from . import bandmeta, harmonize
 from . import grid as gridmod
 from .errors import InputError, OptionError
 from .memory import MB, Budget, plan_budget, smallest_budget_mb
@@ -53,6 +53,12 @@ class Plan:
     creation_options: dict
     warnings: list = field(default_factory=list)
     band_meta: tuple = ()  # per output band: bandmeta.BandMeta to write
+    harmony: object = None  # harmonize.Harmony: per-input corrections (set before running)
+
+    @property
+    def work_dtype(self):
+        """Type the inputs are composited in: float64 once HARMONIZE corrects them."""
+        return self.input_dtype if self.harmony is None else "float64"
 
     @property
     def threads(self):
@@ -227,7 +233,9 @@ def make_plan(options, strict=True):
     specs = _specs(sources, prints, grid, options.resampling, warnings)
     boxes = [s.bbox if s else None for s in specs]
     out_bands = band_count + (1 if options.add_alpha else 0)
-    budget = _budget(options, options.memory_mb, block, out_bands, rule, input_dtype,
+    # HARMONIZE composites corrected values in float64.
+    work_dtype = input_dtype if options.harmonize == "none" else "float64"
+    budget = _budget(options, options.memory_mb, block, out_bands, rule, work_dtype,
                      out_dtype, grid, halo, specs, boxes,
                      io_cache_bytes([s.path for s in sources]))
     if not budget.fits:
@@ -349,5 +357,5 @@ def summary_lines(plan):
         f"expected output size: {low / MB:,.0f}-{high / MB:,.0f} MB "
         f"({plan.creation_options.get('COMPRESS')})",
     ]
-    return lines
+    return lines + harmonize.describe(plan)
 

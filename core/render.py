@@ -57,7 +57,7 @@ def render_window(plan, window, ctx=None, out=None):
     """
     ctx = ctx or Context()
     rule = plan.rule
-    acc = new_acc(rule, (plan.band_count, window.h, window.w), plan.input_dtype,
+    acc = new_acc(rule, (plan.band_count, window.h, window.w), plan.work_dtype,
                   ctx.scratch.array)
     ids = plan.index.sources_for(window.index)
     if rule.stack:
@@ -79,7 +79,7 @@ def render_window(plan, window, ctx=None, out=None):
             got = read(spec, ctx.handles, ctx.scratch, x0, y0, x1, y1, plan.nodata_input)
         if got is None:
             continue
-        ox, oy, data, valid = got[:4]
+        ox, oy, data, valid = _corrected(plan, i, ctx, got[:4])
         weight = got[4] if blend else None
         if rule.weights and weight is None:
             if ones is None or ones.shape != data.shape[1:]:
@@ -129,10 +129,19 @@ def _render_stacked(plan, window, ctx, acc, ids):
             got = read(plan.specs[i], ctx.handles, ctx.scratch, x0, y0 + r0, x1, y0 + r1,
                        plan.nodata_input)
             if got is not None:
-                fill_stack(stack, count, j, *got)
+                fill_stack(stack, count, j, *_corrected(plan, i, ctx, got))
         acc.value[:, r0:r1] = reduce_stack(plan.rule, stack[:len(ids)] if ids else stack,
                                            count, q)
         np.greater(count, 0, out=acc.filled[:, r0:r1])
+
+
+def _corrected(plan, i, ctx, got):
+    """HARMONIZE: input ``i``'s data with its gain and offset applied (float64)."""
+    if plan.harmony is None:
+        return got
+    ox, oy, data, valid = got
+    out = ctx.scratch.array("harmonized", data.shape, np.float64)
+    return ox, oy, plan.harmony.apply(i, data, out), valid
 
 
 def _read_feathered(plan, spec, ctx, window):
