@@ -97,6 +97,7 @@ def run(options, progress=None, cancel=None, log=None):
     cancel = cancel or (lambda: False)
     log = log or (lambda message, level="info": None)
     started = time.monotonic()
+    executors.check_installed(options)
     output = writer.check_output(options.output, options.inputs)
     with runlock.exclusive(output), thread_env():
         try:

@@ -16,6 +16,19 @@ INSTALL_HINT = ("DASK_SCHEDULER (--dask) needs the Python packages dask and dist
                 "'pip install \"dask[distributed]\"'")
 
 
+def check_installed(options):
+    """Raise :class:`ClusterError` when DASK_SCHEDULER is set and Dask is not installed.
+
+    Called before anything else, so the run says so first and creates nothing.
+    """
+    if parse_dask(options.dask_scheduler)[0] is None:
+        return
+    try:
+        importlib.import_module("distributed")
+    except ImportError:
+        raise ClusterError(INSTALL_HINT) from None
+
+
 def make(plan):
     """The executor for ``plan``: local threads unless DASK_SCHEDULER is set.
 
@@ -28,9 +41,6 @@ def make(plan):
     if kind is None:
         from .local import LocalExecutor
         return LocalExecutor(plan)
-    try:
-        importlib.import_module("distributed")
-    except ImportError:
-        raise ClusterError(INSTALL_HINT) from None
+    check_installed(plan.options)
     from .dask import DaskExecutor
     return DaskExecutor(plan)

@@ -34,7 +34,7 @@ except ImportError:  # the caller checks first, see executors.make
     distributed = None
 
 # How long the client waits to reach a scheduler, or for a lost one to come back.
-CONNECT_SECONDS = 20
+CONNECT_SECONDS = 10
 LOST_SECONDS = 30
 POLL_SECONDS = 0.1
 
@@ -150,13 +150,11 @@ class DaskExecutor:
                 distributed.wait([future], timeout=POLL_SECONDS)
             except Exception:  # a timeout, or the connection going away
                 time.sleep(POLL_SECONDS)
-        if future.status == "cancelled":
-            raise self._lost("its tasks were cancelled")
         try:
             result = future.result(timeout=LOST_SECONDS)
-        except (OSError, TimeoutError) as exc:
-            if isinstance(exc, (ClusterError,)) or hasattr(exc, "path"):
-                raise  # a typed InputError / OutputError from the task
+        except Exception as exc:
+            if future.status == "error":
+                raise  # the task's own error (an InputError, ...), as the local engine's
             raise self._lost(exc) from None
         self.pending.popleft()
         return result
