@@ -21,12 +21,12 @@ import time
 import uuid
 
 from .. import writer
-from ..errors import Cancelled, ClusterError
+from ..errors import Cancelled, ClusterError, OptionError
 from ..gdalenv import thread_env
-from ..options import parse_dask
+from ..options import PARAM_BY_ATTR, parse_dask
 from ..render import Context, render_window
 from .local import HANDLES_PER_THREAD
-from .tiles import RawTiles, encode_window
+from .tiles import UNMOVABLE, RawTiles, encode_window
 
 try:
     import distributed
@@ -89,6 +89,11 @@ class DaskExecutor:
         self.cluster = None
         self.value = plan.options.dask_scheduler
         kind, arg = parse_dask(self.value)
+        compress = str(plan.creation_options.get("COMPRESS", "")).upper()
+        if compress in UNMOVABLE:
+            raise OptionError(PARAM_BY_ATTR["dask_scheduler"].flag(), f"COMPRESS={compress} "
+                              "cannot be used with Dask: its tiles depend on tables in the "
+                              "file's header; choose another compression or run locally")
         self.client = self._connect(kind, arg)
         try:
             workers = max(1, len(self.client.scheduler_info().get("workers", {})))

@@ -215,6 +215,13 @@ def test_a_bad_value_names_dask_scheduler(tiles, tmp_path, value):
     assert not os.listdir(tmp_path)
 
 
+def test_jpeg_is_refused_with_dask(tiles, tmp_path):
+    with pytest.raises(OptionError, match="DASK_SCHEDULER.*JPEG"):
+        streaming_mosaic.mosaic(tiles, tmp_path / "out.tif", dask="tcp://127.0.0.1:1",
+                                data_type="byte", creation_options={"COMPRESS": "JPEG"})
+    assert not os.listdir(tmp_path)
+
+
 def test_an_unreachable_scheduler_is_one_line_and_exit_2(tiles, tmp_path):
     proc = run_cli(*tiles, "-o", tmp_path / "out.tif", "--dask",
                    f"tcp://127.0.0.1:{free_port()}", timeout=90)
