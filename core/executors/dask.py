@@ -142,6 +142,8 @@ class DaskExecutor:
         """The oldest submitted window's (tiles or None, moved); re-raises its error."""
         future = self.pending[0]
         gone = None
+        if cancel():
+            raise Cancelled()
         while future.status == "pending":
             if cancel():
                 raise Cancelled()

@@ -15,11 +15,11 @@ import pytest
 
 from helpers import PYTHON, corrupt_block, read, run_cli, tile_set
 import streaming_mosaic
-from streaming_mosaic.core.errors import ClusterError, InputError, OptionError
+from streaming_mosaic.core.errors import Cancelled, ClusterError, InputError, OptionError
 
 pytest.importorskip("distributed")  # tools/ensure-deps.sh test installs it
 
-METHODS = ("last", "mean", "feather")
+METHODS = ("last", "mean", "feather", "median")
 CHUNKS = (256, 512)
 
 
@@ -141,11 +141,15 @@ def test_external_scheduler_writes_the_local_engines_pixels(tiles, reference, cl
     same(out, reference(method, chunk))
 
 
-def test_sparse_and_band_interleaved_outputs(tiles, reference, cluster, tmp_path):
-    out = tmp_path / "out.tif"
-    streaming_mosaic.mosaic(tiles, out, chunk_size=256, dask=cluster.address,
-                            creation_options={"SPARSE_OK": "TRUE", "INTERLEAVE": "BAND"})
-    same(out, reference("last", 256))
+@pytest.mark.parametrize("extra", [
+    {"creation_options": {"SPARSE_OK": "TRUE", "INTERLEAVE": "BAND"}},
+    {"add_alpha": True, "compression": "zstd", "method": "percentile", "percentile": 80},
+    {"compression": "none", "method": "mode"}])
+def test_other_layouts_and_methods(tiles, cluster, tmp_path, extra):
+    local, remote = tmp_path / "local.tif", tmp_path / "dask.tif"
+    streaming_mosaic.mosaic(tiles, local, chunk_size=256, **extra)
+    streaming_mosaic.mosaic(tiles, remote, chunk_size=256, dask=cluster.address, **extra)
+    same(remote, read(local))
 
 
 def test_a_worker_killed_mid_run_changes_no_pixel(tiles, reference, own_cluster, tmp_path):
@@ -161,6 +165,19 @@ def test_a_worker_killed_mid_run_changes_no_pixel(tiles, reference, own_cluster,
     assert killed and killed[0] > 2
     assert own_cluster.workers[0].wait(10) == -signal.SIGKILL
     same(out, reference("feather", 256))
+
+
+def test_cancel_keeps_the_partial_and_resume_finishes_it(tiles, reference, cluster, tmp_path):
+    out = tmp_path / "out.tif"
+    events = []
+    with pytest.raises(Cancelled, match="kept"):
+        streaming_mosaic.mosaic(tiles, out, method="median", chunk_size=256, dask=cluster.address,
+                                progress=events.append, cancel=lambda: len(events) >= 3)
+    assert len(events) == 3
+    assert os.path.exists(str(out) + ".partial") and os.path.exists(str(out) + ".partial.json")
+    streaming_mosaic.mosaic(tiles, out, method="median", chunk_size=256, dask=cluster.address,
+                            resume=True)
+    same(out, reference("median", 256))
 
 
 KILLED_CLIENT = """
