@@ -20,6 +20,8 @@ import threading
 import time
 import uuid
 
+from osgeo import gdal
+
 from .. import writer
 from ..errors import Cancelled, ClusterError, OptionError
 from ..gdalenv import thread_env
@@ -41,11 +43,16 @@ POLL_SECONDS = 0.1
 _local = threading.local()
 
 
-def _context(key):
-    """This worker thread's Context for the run ``key`` (the previous run's is closed)."""
+def _context(plan, key):
+    """This worker thread's Context for the run ``key`` (the previous run's is closed).
+
+    The worker's GDAL block cache gets the plan's budget then, as the local engine's
+    process does: workers stay within MEMORY_MB too.
+    """
     if getattr(_local, "key", None) != key:
         if getattr(_local, "ctx", None) is not None:
             _local.ctx.close()
+        gdal.SetCacheMax(plan.budget.cache)
         _local.key, _local.ctx = key, Context(HANDLES_PER_THREAD)
     return _local.ctx
 
@@ -56,7 +63,7 @@ def render_task(plan, key, index, sparse):
     if sparse and not plan.index.sources_for(index):
         return None, 0
     with thread_env():
-        array, moved = render_window(plan, window, _context(key))
+        array, moved = render_window(plan, window, _context(plan, key))
         if sparse and writer.unwritten(plan, array):
             return None, moved
         return encode_window(plan, window, array, sparse), moved

@@ -143,7 +143,9 @@ def test_external_scheduler_writes_the_local_engines_pixels(tiles, reference, cl
 @pytest.mark.parametrize("extra", [
     {"creation_options": {"SPARSE_OK": "TRUE", "INTERLEAVE": "BAND"}},
     {"add_alpha": True, "compression": "zstd", "method": "percentile", "percentile": 80},
-    {"compression": "none", "method": "mode"}])
+    {"compression": "none", "method": "mode"},
+    {"creation_options": {"BIGTIFF": "YES"}, "method": "feather"},
+    {"extent": (500000, 4999000, 502000, 5000000)}])  # one tile: arrays inside the IFD
 def test_other_layouts_and_methods(tiles, cluster, tmp_path, extra):
     local, remote = tmp_path / "local.tif", tmp_path / "dask.tif"
     streaming_mosaic.mosaic(tiles, local, chunk_size=256, **extra)
