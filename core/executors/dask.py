@@ -167,11 +167,19 @@ class DaskExecutor:
         try:
             result = future.result(timeout=LOST_SECONDS)
         except Exception as exc:
+            if isinstance(exc, distributed.KilledWorker):
+                raise ClusterError(f"DASK_SCHEDULER (--dask): the Dask workers running window "
+                                   f"{self._index(future)} died "
+                                   f"({_reason(exc)})") from None
             if future.status == "error":
                 raise  # the task's own error (an InputError, ...), as the local engine's
             raise self._lost(exc) from None
         self.pending.popleft()
         return result
+
+    @staticmethod
+    def _index(future):
+        return int(str(future.key).rsplit("-", 1)[1]) + 1
 
     def close(self):
         """Cancel what is still queued or running; close the client (and a local cluster)."""
