@@ -141,9 +141,13 @@ class DaskExecutor:
         return len(self.pending) < self.in_flight
 
     def submit(self, index):
-        self.pending.append(self.client.submit(
-            render_task, self.plan_future, self.key, index, self.sparse, pure=False,
-            key=f"streaming-mosaic-{self.key}-{index}"))
+        try:
+            future = self.client.submit(
+                render_task, self.plan_future, self.key, index, self.sparse, pure=False,
+                key=f"streaming-mosaic-{self.key}-{index}")
+        except Exception as exc:  # the scheduler is gone: the scattered plan was dropped
+            raise self._lost(exc) from None
+        self.pending.append(future)
 
     def next(self, cancel):
         """The oldest submitted window's (tiles or None, moved); re-raises its error."""
