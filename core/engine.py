@@ -16,7 +16,7 @@ import os
 import time
 import traceback
 
-from . import checkpoint, executors, runlock, writer
+from . import checkpoint, executors, runlock, storage, writer
 from .errors import Cancelled, ClusterError, InputError, MosaicError, OutputError
 from .gdalenv import GdalFailure, cache_budget, release_free_memory, thread_env
 from .plan import make_plan, summary_lines
@@ -98,7 +98,10 @@ def run(options, progress=None, cancel=None, log=None):
     log = log or (lambda message, level="info": None)
     started = time.monotonic()
     executors.check_installed(options)
-    output = writer.check_output(options.output, options.inputs)
+    with thread_env():
+        target = writer.check_output(options.output, options.inputs)
+    # Where the partial, journal and lock live (a work folder for a remote OUTPUT).
+    output = storage.work_path(target, options.work_folder)
     with runlock.exclusive(output), thread_env():
         try:
             plan, start = _plan_with_resume(options, output, log)
@@ -108,15 +111,16 @@ def run(options, progress=None, cancel=None, log=None):
                 log(warning, "warning")
             with cache_budget(plan.budget.cache):
                 moved = _write_all(plan, output, start, progress, cancel, log)
-                _finish(plan, output, progress, cancel)
+                _finish(plan, output, progress, cancel, target)
         finally:
             # A COG copy left by this run or by a killed one: resume makes it again.
             writer.remove_cog_partial(output)
+        size = storage.size(target)
     if moved:
         log(f"{moved} valid pixel(s) equal to the nodata value {plan.nodata_out:g} were "
             "written as the nearest other value", "warning")
-    return Result(output, plan.grid.width, plan.grid.height, plan.band_count, len(plan.windows),
-                  start, time.monotonic() - started, os.path.getsize(output), peak_rss_mb(),
+    return Result(target, plan.grid.width, plan.grid.height, plan.band_count, len(plan.windows),
+                  start, time.monotonic() - started, size, peak_rss_mb(),
                   moved, list(plan.warnings))
 
 
@@ -298,8 +302,9 @@ def _checkpoint(sink, output, print_, done, total, failed=()):
     checkpoint.write(output, print_, done, total, failed)
 
 
-def _finish(plan, output, progress, cancel):
-    """Overviews or COG, then move the finished file into place and drop the journal."""
+def _finish(plan, output, progress, cancel, target=None):
+    """Overviews or COG, then move the finished file into place (``target``: where it
+    goes when not at ``output``, e.g. object storage) and drop the journal."""
     partial = checkpoint.partial_path(output)
     opts = plan.options
 
@@ -320,7 +325,7 @@ def _finish(plan, output, progress, cancel):
                                   "again") from None
         elif opts.overviews:
             writer.build_overviews(partial, plan, sub(WINDOWS_SHARE), cancel)
-        writer.publish(final, output)
+        writer.publish(final, target or output)
         checkpoint.remove(output)
     except MosaicError:
         raise
