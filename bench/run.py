@@ -425,7 +425,7 @@ def main(argv=None):
     parser.add_argument("--memory-mb", type=int, default=256,
                         help="MEMORY_MB for our CLI and GDAL_CACHEMAX for GDAL (default 256)")
     parser.add_argument("--repeats", type=int, help="override the rounds of every case")
-    parser.add_argument("--only", help="comma-separated cases: size names, many, mixed")
+    parser.add_argument("--only", help="comma-separated cases: size names, many, mixed, dask")
     parser.add_argument("--noise", type=float, default=0.002,
                         help="noise of the synthetic field (0.002: ~2x LZW compression)")
     parser.add_argument("--keep", action="store_true", help="keep every output in bench/out/runs")
@@ -448,6 +448,9 @@ def main(argv=None):
     if wanted("mixed"):
         bench.mixed_case(dict(scale["mixed"], repeats=args.repeats or scale["mixed"]["repeats"]))
 
+    if wanted("dask"):
+        _dask_case(bench, args)
+
     res = bench.results
     res.update(finished=datetime.datetime.now().isoformat(timespec="seconds"),
                load_end=load_average(), failures=bench.failures, notes=bench.notes,
@@ -465,6 +468,20 @@ def main(argv=None):
               + "!" * 72, file=sys.stderr)
         return 1
     return 0
+
+
+def _dask_case(bench, args):
+    """DASK_SCHEDULER=local:2 against the local engine (bench/dask_case.py), when Dask is here."""
+    import importlib.util
+    if importlib.util.find_spec("distributed") is None:
+        bench.notes.append("dask case skipped: the Python package distributed is not installed")
+        return
+    import dask_case
+    res = dask_case.run_case(memory_mb=args.memory_mb, noise=args.noise)
+    print(dask_case.markdown(res), flush=True)
+    bench.results["dask"] = res
+    if not res["identical"]:
+        bench.failures.append("dask: local:2 output differs from the local engine's")
 
 
 def _git():

@@ -22,6 +22,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 # Keywords of the API that are not contract parameters of the QGIS algorithm.
 _EXTRA = {name for name, _type, _default in _EXTRA_FIELDS}
+# Other names accepted for a keyword (the contract's short forms).
+_ALIASES = {"dask": "dask_scheduler"}
 
 
 def _text_list(value, sep):
@@ -54,6 +56,10 @@ def options(inputs: Iterable[PathLike], output: Optional[PathLike] = None,
     values = {"inputs": _paths(inputs),
               "output": None if output is None else os.fspath(output)}
     for key, value in params.items():
+        if key in _ALIASES:
+            if _ALIASES[key] in params:
+                raise OptionError(key, f"give either {key} or {_ALIASES[key]}, not both")
+            key = _ALIASES[key]
         param = PARAM_BY_ATTR.get(key)
         if key in ("inputs", "output") or (param is None and key not in _EXTRA):
             raise OptionError(key, "unknown keyword; the keywords are the parameter names in "
@@ -98,7 +104,8 @@ def mosaic(inputs: Iterable[PathLike], output: PathLike, *,
         :data:`~.composite.RULES`, or a :class:`~.composite.Rule`), ``memory_mb``,
         ``compression``, ``data_type``, ``resampling``, ``target_crs``, ``extent``
         (``(xmin, ymin, xmax, ymax)``), ``bands`` (``[3, 2, 1]``),
-        ``creation_options`` (a dict), ``cog``, ``resume``, ...
+        ``creation_options`` (a dict), ``cog``, ``resume``, ``dask_scheduler``
+        (also ``dask=``: ``"local:4"`` or ``"tcp://host:8786"``), ...
 
     Returns
     -------

@@ -1,34 +1,26 @@
-"""The pipeline: worker threads render windows, one writer stores them in order.
+"""The pipeline: an executor renders windows, one writer stores them in order.
 
-``THREADS`` workers each own their GDAL handles (datasets are not
-thread-safe) and render windows (:func:`~.render.render_window`); the calling
-thread writes the finished windows in window order into ``OUTPUT.partial``,
-with the GeoTIFF driver compressing tiles on ``NUM_THREADS`` threads. At most
-``threads + 1`` finished windows wait for the writer, which is what the memory
-budget counts. Progress is reported once per window; cancellation is checked
-while waiting for each window and by the workers between inputs.
+The executor (:mod:`.executors`) is this process's worker threads, or a Dask
+cluster when DASK_SCHEDULER is set; either way the calling thread takes the
+finished windows in window order and writes them into ``OUTPUT.partial``
+through the executor's sink (GDAL for arrays, raw appends for tiles compressed
+on Dask workers), checkpointing as it goes. Progress is reported once per
+window; cancellation is checked while waiting for each window.
 
 The front ends (QGIS algorithm, CLI) call :func:`run` with callbacks and turn
 its typed errors into their own.
 """
 
-import collections
-import concurrent.futures
 import dataclasses
 import os
-import queue
-import threading
 import time
 import traceback
 
-import numpy as np
-
-from . import checkpoint, harmonize, runlock, storage, writer
-from .errors import Cancelled, InputError, MosaicError, OutputError
+from . import checkpoint, executors, harmonize, runlock, storage, writer
+from .errors import Cancelled, ClusterError, InputError, MosaicError, OutputError
 from .gdalenv import GdalFailure, cache_budget, release_free_memory, thread_env
 from .plan import make_plan, summary_lines
 from .progress import WINDOWS_SHARE, Progress
-from .render import Context, render_window
 
 try:
     import resource
@@ -72,22 +64,8 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-# Open datasets kept per worker thread: each holds decoder state and buffers (about
-# half a MB for a tiled GeoTIFF behind a VRT), so the cap is part of the memory budget.
-HANDLES_PER_THREAD = 16
-
 # Windows between two returns of freed memory to the system (see release_free_memory).
 TRIM_EVERY = 4
-
-
-def _open_files_per_thread(threads):
-    limit = 1024
-    if resource is not None:
-        try:
-            limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        except (ValueError, OSError):
-            pass
-    return max(4, min(HANDLES_PER_THREAD, (limit - 64) // (2 * max(threads, 1))))
 
 
 def run(options, progress=None, cancel=None, log=None):
@@ -119,6 +97,7 @@ def run(options, progress=None, cancel=None, log=None):
     cancel = cancel or (lambda: False)
     log = log or (lambda message, level="info": None)
     started = time.monotonic()
+    executors.check_installed(options)
     with thread_env():
         target = writer.check_output(options.output, options.inputs)
     # Where the partial, journal and lock live (a work folder for a remote OUTPUT).
@@ -169,84 +148,30 @@ def _write_all(plan, output, start, progress, cancel, log):
     partial = checkpoint.partial_path(output)
     print_ = checkpoint.fingerprint(plan)
     total = len(plan.windows)
-    box = _open_partial(plan, output, start, print_)  # closed through writer.close
-    share = WINDOWS_SHARE if plan.options.cog or plan.options.overviews else 1.0
+    executor = executors.make(plan)
+    try:
+        box = _open_partial(plan, output, start, print_, executor.kind == "dask")
+        sink = executor.open_sink(partial, box)
+    except BaseException:
+        executor.close()
+        raise
     state = {"done": start, "durable": start, "moved": 0}
-    stop = threading.Event()
-    contexts = []
-    lock = threading.Lock()
-    local = threading.local()
-    max_open = _open_files_per_thread(plan.threads)
-
-    def init_worker():
-        local.env = thread_env()
-        local.env.__enter__()  # lives as long as the worker thread
-        local.ctx = Context(max_open, stop)
-        with lock:
-            contexts.append(local.ctx)
-
-    # Finished windows go into recycled flat buffers: at most in_flight + 1 exist.
-    buffers = queue.SimpleQueue()
-    full = plan.out_bands * plan.budget.chunk * plan.budget.chunk
-
-    sparse = writer.sparse(plan)
-
-    def task(index):
-        window = plan.windows[index]
-        if sparse and not plan.index.sources_for(index):
-            return None, 0, None  # SPARSE_OK: an empty window is not written
-        try:
-            buf = buffers.get_nowait()
-        except queue.Empty:
-            buf = np.empty(full, plan.out_dtype)
-        out = buf[:plan.out_bands * window.h * window.w].reshape(
-            plan.out_bands, window.h, window.w)
-        array, moved = render_window(plan, window, local.ctx, out)
-        if sparse and writer.unwritten(plan, array):
-            return None, moved, buf
-        return array, moved, buf
-
-    pool = concurrent.futures.ThreadPoolExecutor(plan.threads, "streaming-mosaic",
-                                                 initializer=init_worker)
-    pending = collections.deque()
-    next_index = start
-    last_sync = time.monotonic()
     try:
         try:
-            while state["done"] < total:
-                while next_index < total and len(pending) < plan.budget.in_flight:
-                    pending.append(pool.submit(task, next_index))
-                    next_index += 1
-                array, moved, buf = _wait(pending[0], cancel)
-                pending.popleft()
-                window = plan.windows[state["done"]]
-                if array is not None:
-                    writer.write_window(box[0], partial, window, array)
-                del array
-                if buf is not None:
-                    buffers.put(buf)
-                state["moved"] += moved
-                state["done"] += 1
-                if state["done"] % TRIM_EVERY == 0:
-                    release_free_memory()
-                progress(Progress("windows", state["done"], total, share * state["done"] / total))
-                if time.monotonic() - last_sync >= plan.options.checkpoint_seconds:
-                    _checkpoint(box[0], partial, output, print_, state["done"], total)
-                    state["durable"] = state["done"]
-                    last_sync = time.monotonic()
+            _drive(plan, executor, sink, state, progress, cancel,
+                   lambda done: _checkpoint(sink, output, print_, done, total))
         finally:
-            stop.set()
-            for fut in pending:
-                fut.cancel()
-            pool.shutdown(wait=True)
-            for ctx in contexts:
-                ctx.close()
-        _checkpoint(box[0], partial, output, print_, total, total)
-        _closed(box, partial)
+            executor.close()
+        _checkpoint(sink, output, print_, total, total)
+        _closed(sink, partial)
         return state["moved"]
-    except (Cancelled, KeyboardInterrupt) as exc:
-        _checkpoint(box[0], partial, output, print_, state["done"], total)
-        writer.close(box)
+    except (Cancelled, KeyboardInterrupt, ClusterError) as exc:
+        _checkpoint(sink, output, print_, state["done"], total)
+        sink.close()
+        if isinstance(exc, ClusterError):
+            raise ClusterError(f"{exc}; the partial output and its checkpoint ({state['done']} "
+                               f"of {total} windows) were kept: run again with RESUME to "
+                               "continue") from None
         raise Cancelled(
             f"{'interrupted' if isinstance(exc, KeyboardInterrupt) else 'cancelled'} after "
             f"{state['done']} of {total} windows; the partial output {partial} and its "
@@ -254,8 +179,8 @@ def _write_all(plan, output, start, progress, cancel, log):
             f"{os.path.basename(partial)}*", partial=partial) from None
     except OutputError as exc:
         _release(exc)
-        writer.close(box)
-        if state["durable"] > 0 and not writer.damaged_blocks(partial):
+        sink.close()
+        if state["durable"] > 0 and not sink.damaged():
             raise OutputError(exc.path, f"{exc.reason}; the partial output "
                               f"and its checkpoint ({state['durable']} of {total} windows) were "
                               f"kept: free space and run again with RESUME, or delete "
@@ -267,15 +192,41 @@ def _write_all(plan, output, start, progress, cancel, log):
         raise
     except InputError as exc:
         _release(exc)
-        raise _kept_after_read_error(exc, box, plan, output, print_, state) from None
+        raise _kept_after_read_error(exc, sink, plan, output, print_, state) from None
     except BaseException as exc:
         _release(exc)
-        writer.close(box)
+        sink.close()
         checkpoint.remove(output)
         raise
 
 
-def _kept_after_read_error(exc, box, plan, output, print_, state):
+def _drive(plan, executor, sink, state, progress, cancel, sync):
+    """The loop: keep the executor busy, write its results in window order, report
+    progress and checkpoint every ``checkpoint_seconds``."""
+    total = len(plan.windows)
+    share = WINDOWS_SHARE if plan.options.cog or plan.options.overviews else 1.0
+    next_index = state["done"]
+    last_sync = time.monotonic()
+    while state["done"] < total:
+        while next_index < total and executor.room():
+            executor.submit(next_index)
+            next_index += 1
+        payload, moved = executor.next(cancel)
+        if payload is not None:
+            sink.write(plan.windows[state["done"]], payload)
+        del payload
+        state["moved"] += moved
+        state["done"] += 1
+        if state["done"] % TRIM_EVERY == 0:
+            release_free_memory()
+        progress(Progress("windows", state["done"], total, share * state["done"] / total))
+        if time.monotonic() - last_sync >= plan.options.checkpoint_seconds:
+            sync(state["done"])
+            state["durable"] = state["done"]
+            last_sync = time.monotonic()
+
+
+def _kept_after_read_error(exc, sink, plan, output, print_, state):
     """Keep the windows written before an input failed to read, in a checkpoint that
     names the input, so RESUME continues once it is repaired; returns the error to raise.
 
@@ -286,10 +237,10 @@ def _kept_after_read_error(exc, box, plan, output, print_, state):
     failed = [i for i, s in enumerate(plan.sources) if s.path == exc.path]
     done = state["done"]
     try:
-        _checkpoint(box[0], partial, output, print_, done, total, failed)
+        _checkpoint(sink, output, print_, done, total, failed)
     except (OutputError, OSError):
         done = state["durable"]  # the last checkpoint still holds
-    writer.close(box)
+    sink.close()
     if not done:
         checkpoint.remove(output)
         return exc
@@ -298,8 +249,10 @@ def _kept_after_read_error(exc, box, plan, output, print_, state):
                       f"the input and run again with RESUME, or delete {os.path.basename(partial)}*")
 
 
-def _open_partial(plan, output, start, print_):
+def _open_partial(plan, output, start, print_, empty=False):
     """The partial GeoTIFF in a one-item list: reopened to resume, or new.
+
+    ``empty``: every tile left absent (SPARSE_OK), for a sink that appends tiles.
 
     A new GeoTIFF is closed once right away, which gives every tile an entry
     (GDAL writes one compressed empty tile for all, or extends an uncompressed
@@ -312,7 +265,7 @@ def _open_partial(plan, output, start, print_):
     if start:
         return [writer.reopen(partial, plan)]
     checkpoint.remove(output)
-    box = [writer.create(partial, plan)]
+    box = [writer.create(partial, plan, ["SPARSE_OK=TRUE"] if empty else [])]
     writer.flush(box[0], partial)
     try:
         writer.close_checked(box)
@@ -322,7 +275,9 @@ def _open_partial(plan, output, start, print_):
                           f"uncompressed output needs {plan.raw_bytes / 2**20:,.0f} MB: "
                           "check the free space and any file size limit") from None
     box.append(writer.reopen(partial, plan))
-    _checkpoint(box[0], partial, output, print_, 0, len(plan.windows))
+    writer.flush(box[0], partial)
+    checkpoint.fsync_file(partial)
+    checkpoint.write(output, print_, 0, len(plan.windows))
     return box
 
 
@@ -335,28 +290,16 @@ def _release(exc):
         exc = exc.__context__
 
 
-def _wait(future, cancel):
-    """Wait for a window, polling ``cancel``; re-raise the worker's error."""
-    while True:
-        if cancel():
-            raise Cancelled()
-        try:
-            return future.result(timeout=0.1)
-        except concurrent.futures.TimeoutError:
-            continue
-
-
-def _closed(box, partial):
-    """Close the output dataset; a failure to write what was cached is an OutputError."""
+def _closed(sink, partial):
+    """Close the output; a failure to write what was cached is an OutputError."""
     try:
-        writer.close_checked(box)
+        sink.close_checked()
     except GdalFailure as exc:
         raise writer.output_error(partial, exc, "closing the output failed") from None
 
 
-def _checkpoint(ds, partial, output, print_, done, total, failed=()):
-    writer.flush(ds, partial)
-    checkpoint.fsync_file(partial)
+def _checkpoint(sink, output, print_, done, total, failed=()):
+    sink.flush()
     checkpoint.write(output, print_, done, total, failed)
 
 

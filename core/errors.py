@@ -31,6 +31,9 @@ class OptionError(MosaicError, ValueError):
         self.reason = " ".join(str(message).split())
         super().__init__(f"{option}: {message}")
 
+    def __reduce__(self):  # picklable: errors travel back from Dask workers
+        return type(self), (self.option, self.reason)
+
 
 class _PathError(MosaicError, OSError):
     def __init__(self, path, message):
@@ -40,6 +43,9 @@ class _PathError(MosaicError, OSError):
 
     def __str__(self):  # OSError's own __str__ would show (errno, strerror)
         return self.args[0]
+
+    def __reduce__(self):  # picklable: errors travel back from Dask workers
+        return type(self), (self.path, self.reason)
 
 
 class InputError(_PathError):
@@ -57,6 +63,11 @@ class GdalFailure(Exception):
 
 class ResumeError(MosaicError):
     """RESUME was asked but the checkpoint does not belong to this job."""
+
+
+class ClusterError(MosaicError):
+    """The Dask scheduler given by DASK_SCHEDULER cannot be reached or was lost, or
+    Dask is not installed; names DASK_SCHEDULER."""
 
 
 class Cancelled(MosaicError):

@@ -188,6 +188,12 @@ PARAMS = (
     Param("THREADS", "threads", "int", 0, "Threads",
           "Worker threads reading and compositing windows; 0 = all CPUs.",
           minimum=0, maximum=256, advanced=True, cli="--threads"),
+    Param("DASK_SCHEDULER", "dask_scheduler", "string", None, "Dask scheduler",
+          "Empty: run in this process. local:N: a local Dask cluster of N worker "
+          "processes for this run. tcp://host:port: an existing Dask scheduler. Windows "
+          "are rendered and compressed on the workers; the same pixels in every case. "
+          "Needs the Python packages dask and distributed.",
+          optional=True, advanced=True, cli="--dask", in_plan=False),
     Param("RESUME", "resume", "bool", False, "Resume an interrupted run",
           "Continue an interrupted or cancelled run into the same OUTPUT from its "
           "checkpoint (OUTPUT.partial and OUTPUT.partial.json).",
@@ -288,11 +294,36 @@ def validate(options):
             raise OptionError(param.flag(), f"must be at least {param.minimum:g}, got {value!r}")
         if param.maximum is not None and value > param.maximum:
             raise OptionError(param.flag(), f"must be at most {param.maximum:g}, got {value!r}")
+    parse_dask(options.dask_scheduler)
     for param in PARAMS:
         value = getattr(options, param.attr)
         if param.kind == "enum" and value not in param.names and not _is_rule(param, value):
             raise OptionError(param.flag(), f"unknown value {value!r}; choose one of "
                               f"{', '.join(param.names)}")
+
+
+def parse_dask(value):
+    """DASK_SCHEDULER as ``(None, None)``, ``("local", N)`` or ``("tcp", address)``.
+
+    Raises
+    ------
+    OptionError
+        Naming DASK_SCHEDULER for any other value.
+    """
+    text = "" if value is None else str(value).strip()
+    if not text:
+        return None, None
+    flag = PARAM_BY_ATTR["dask_scheduler"].flag()
+    if text.lower().startswith("local:"):
+        count = text[6:].strip()
+        if not count.isdigit() or not 1 <= int(count) <= 1024:
+            raise OptionError(flag, f"{text!r}: local:N needs a number of workers N "
+                              "between 1 and 1024")
+        return "local", int(count)
+    host, _, port = text[6:].rpartition(":")
+    if text.lower().startswith("tcp://") and host and port.isdigit() and 0 < int(port) < 65536:
+        return "tcp", text
+    raise OptionError(flag, f"{text!r} is not local:N or tcp://host:port")
 
 
 def _is_rule(param, value):

@@ -85,10 +85,11 @@ def gdal_type(dtype):
     return gdal_array.NumericTypeCodeToGDALTypeCode(dtype.type)
 
 
-def create(path, plan):
-    """Create the partial GeoTIFF for ``plan`` (replacing any old one)."""
+def create(path, plan, extra=()):
+    """Create the partial GeoTIFF for ``plan`` (replacing any old one); ``extra``:
+    creation options added to the plan's (not part of the job, e.g. SPARSE_OK)."""
     grid = plan.grid
-    co = [f"{k}={v}" for k, v in plan.creation_options.items()]
+    co = [f"{k}={v}" for k, v in plan.creation_options.items()] + list(extra)
     driver = gdal.GetDriverByName("GTiff")
     try:
         ds = check(driver.Create, path, grid.width, grid.height, plan.out_bands,

@@ -15,7 +15,7 @@ from streaming_mosaic.core.options import PARAM_BY_NAME, PARAMS, choice
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONTRACT = os.path.join(os.path.dirname(ROOT), "shared", "CONTRACT.md")
 # Contract parameters whose issue is still open: not declared yet, and so not accepted.
-PENDING = {"DASK_SCHEDULER": "--dask"}
+PENDING = {}
 
 
 @pytest.fixture(scope="module")

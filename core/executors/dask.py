@@ -1,0 +1,207 @@
+"""The Dask executor: windows rendered and compressed as tasks on a Dask cluster.
+
+The plan is built once on the client and broadcast to every worker once
+(``client.scatter(plan, broadcast=True)``); each task gets the scattered plan
+and a window number, renders the window with :func:`~..render.render_window`
+on a per-worker-thread :class:`~..render.Context` (kept across tasks, keyed by
+the run), compresses it with the output's creation options and returns the
+compressed tiles (:func:`.tiles.encode_window`). The client only appends those
+bytes to the partial (:class:`.tiles.RawTiles`), in window order, as the local
+engine does. At most ``in_flight`` tasks exist at a time, so memory stays
+bounded on the client and the workers.
+
+``distributed`` is imported only here, and this module only when DASK_SCHEDULER
+is set, so the plugin runs without Dask.
+"""
+
+import collections
+import logging
+import threading
+import time
+import uuid
+
+from osgeo import gdal
+
+from .. import writer
+from ..errors import Cancelled, ClusterError, OptionError
+from ..gdalenv import thread_env
+from ..options import PARAM_BY_ATTR, parse_dask
+from ..render import Context, render_window
+from .local import HANDLES_PER_THREAD
+from .tiles import UNMOVABLE, RawTiles, encode_window
+
+try:
+    import distributed
+except ImportError:  # the caller checks first, see executors.make
+    distributed = None
+
+# How long the client waits to reach a scheduler, or for a lost one to come back.
+CONNECT_SECONDS = 10
+LOST_SECONDS = 30
+POLL_SECONDS = 0.1
+
+_local = threading.local()
+
+
+def _context(plan, key):
+    """This worker thread's Context for the run ``key`` (the previous run's is closed).
+
+    The worker's GDAL block cache gets the plan's budget then, as the local engine's
+    process does: workers stay within MEMORY_MB too.
+    """
+    if getattr(_local, "key", None) != key:
+        if getattr(_local, "ctx", None) is not None:
+            _local.ctx.close()
+        gdal.SetCacheMax(plan.budget.cache)
+        _local.key, _local.ctx = key, Context(HANDLES_PER_THREAD)
+    return _local.ctx
+
+
+def render_task(plan, key, index, sparse):
+    """Render and compress window ``index`` on a worker: (tiles or None, moved)."""
+    window = plan.windows[index]
+    if sparse and not plan.index.sources_for(index):
+        return None, 0
+    with thread_env():
+        array, moved = render_window(plan, window, _context(plan, key))
+        if sparse and writer.unwritten(plan, array):
+            return None, moved
+        return encode_window(plan, window, array, sparse), moved
+
+
+class RawSink(RawTiles):
+    """:class:`.tiles.RawTiles` with the engine's sink interface."""
+
+    def write(self, window, tiles):  # noqa: D102 - same as RawTiles.write
+        RawTiles.write(self, tiles)
+
+    def close(self):
+        RawTiles.close(self)
+        return []
+
+    def close_checked(self):
+        RawTiles.close(self)
+
+    def damaged(self):
+        return None  # tiles are only appended: none overlaps another
+
+
+class DaskExecutor:
+    """Submits windows as Dask tasks; results come back in submission order."""
+
+    kind = "dask"
+
+    def __init__(self, plan):
+        self.plan = plan
+        self.cluster = None
+        self.value = plan.options.dask_scheduler
+        kind, arg = parse_dask(self.value)
+        compress = str(plan.creation_options.get("COMPRESS", "")).upper()
+        if compress in UNMOVABLE:
+            raise OptionError(PARAM_BY_ATTR["dask_scheduler"].flag(), f"COMPRESS={compress} "
+                              "cannot be used with Dask: its tiles depend on tables in the "
+                              "file's header; choose another compression or run locally")
+        self.client = self._connect(kind, arg)
+        try:
+            workers = max(1, len(self.client.scheduler_info().get("workers", {})))
+            self.in_flight = max(plan.budget.in_flight, 2 * workers + 2)
+            self.key = f"{uuid.uuid4().hex}"
+            self.plan_future = self.client.scatter(plan, broadcast=True, hash=False)
+        except Exception as exc:
+            self.close()
+            raise self._lost(exc) from None
+        self.sparse = writer.sparse(plan)
+        self.pending = collections.deque()
+
+    def _connect(self, kind, arg):
+        silence = logging.ERROR
+        try:
+            if kind == "local":
+                self.cluster = distributed.LocalCluster(
+                    n_workers=arg, threads_per_worker=1, processes=True,
+                    dashboard_address=None, silence_logs=silence)
+                return distributed.Client(self.cluster, set_as_default=False)
+            return distributed.Client(arg, timeout=CONNECT_SECONDS, set_as_default=False)
+        except Exception as exc:  # OSError, TimeoutError, distributed's comm errors
+            if self.cluster is not None:
+                self.cluster.close()
+            raise ClusterError(f"DASK_SCHEDULER (--dask): cannot reach the Dask scheduler "
+                               f"{self.value} ({_reason(exc)})") from None
+
+    def _lost(self, exc):
+        return ClusterError(f"DASK_SCHEDULER (--dask): lost the Dask scheduler {self.value} "
+                            f"({_reason(exc)})")
+
+    def open_sink(self, path, box):
+        """Appends the workers' compressed tiles to the partial (closed by GDAL first)."""
+        writer.close_checked(box)
+        return RawSink(path)
+
+    def room(self):
+        return len(self.pending) < self.in_flight
+
+    def submit(self, index):
+        try:
+            future = self.client.submit(
+                render_task, self.plan_future, self.key, index, self.sparse, pure=False,
+                key=f"streaming-mosaic-{self.key}-{index}")
+        except Exception as exc:  # the scheduler is gone: the scattered plan was dropped
+            raise self._lost(exc) from None
+        self.pending.append(future)
+
+    def next(self, cancel):
+        """The oldest submitted window's (tiles or None, moved); re-raises its error."""
+        future = self.pending[0]
+        gone = None
+        if cancel():
+            raise Cancelled()
+        while future.status == "pending":
+            if cancel():
+                raise Cancelled()
+            if self.client.status != "running":
+                gone = gone or time.monotonic()
+                if time.monotonic() - gone > LOST_SECONDS or self.client.status == "closed":
+                    raise self._lost("the connection closed")
+            else:
+                gone = None
+            try:
+                distributed.wait([future], timeout=POLL_SECONDS)
+            except Exception:  # a timeout, or the connection going away
+                time.sleep(POLL_SECONDS)
+        try:
+            result = future.result(timeout=LOST_SECONDS)
+        except Exception as exc:
+            if isinstance(exc, distributed.KilledWorker):
+                raise ClusterError(f"DASK_SCHEDULER (--dask): the Dask workers running window "
+                                   f"{self._index(future)} died "
+                                   f"({_reason(exc)})") from None
+            if future.status == "error":
+                raise  # the task's own error (an InputError, ...), as the local engine's
+            raise self._lost(exc) from None
+        self.pending.popleft()
+        return result
+
+    @staticmethod
+    def _index(future):
+        return int(str(future.key).rsplit("-", 1)[1]) + 1
+
+    def close(self):
+        """Cancel what is still queued or running; close the client (and a local cluster)."""
+        try:
+            if getattr(self, "pending", None):
+                self.client.cancel(list(self.pending), force=True)
+            self.pending = collections.deque()
+        except Exception:  # the scheduler may be gone already
+            pass
+        for thing in (self.client, self.cluster):
+            if thing is None:
+                continue
+            try:
+                thing.close(timeout=5)
+            except Exception:
+                pass
+
+
+def _reason(exc):
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) < 200 else text[:197] + "..."
