@@ -198,14 +198,14 @@ PARAMS = (
           "Continue an interrupted or cancelled run into the same OUTPUT from its "
           "checkpoint (OUTPUT.partial and OUTPUT.partial.json).",
           cli="--resume", in_plan=False),
-    Param("OUTPUT", "output", "output", None, "Mosaic",
-          "The output GeoTIFF (.tif or .tiff): a file, or an object in storage "
-          "(/vsis3/bucket/key.tif, /vsigs/..., /vsiaz/...; CLI and API also s3://...).",
-          cli="-o", in_plan=False),
     Param("WORK_FOLDER", "work_folder", "string", None, "Work folder (remote OUTPUT)",
           "Local folder for the partial output and its checkpoint when OUTPUT is in object "
           "storage; the finished file is uploaded once. Default: the system temp folder.",
           optional=True, advanced=True, cli="--work-folder", in_plan=False),
+    Param("OUTPUT", "output", "output", None, "Mosaic",
+          "The output GeoTIFF (.tif or .tiff): a file, or an object in storage "
+          "(/vsis3/bucket/key.tif, /vsigs/..., /vsiaz/...; CLI and API also s3://...).",
+          cli="-o", in_plan=False),
 )
 
 PARAM_BY_NAME = {p.name: p for p in PARAMS}

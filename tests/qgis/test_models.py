@@ -152,7 +152,8 @@ def test_model_feeds_every_parameter_from_model_inputs(qgis_app, registry, tmp_p
         "BANDS": "3,1", "DATA_TYPE": 6, "COMPRESSION": 2,
         "CREATION_OPTIONS": "BLOCKXSIZE=64|BLOCKYSIZE=64", "COG": False, "OVERVIEWS": True,
         "CHUNK_SIZE": 64, "MEMORY_MB": 64, "THREADS": 1, "RESUME": False,
-        "PERCENTILE": 25.0, "ORDER": 2, "ADD_ALPHA": True,
+        "PERCENTILE": 25.0, "ORDER": 2, "ADD_ALPHA": True, "HARMONIZE": 1,
+        "DASK_SCHEDULER": "", "WORK_FOLDER": "",
     }
     assert sorted(values) == sorted(fed)
     out = str(tmp_path / "model.tif")
