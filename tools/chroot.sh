@@ -200,6 +200,12 @@ mount_chroot_fs() {
     else
         : >"$CHROOT/etc/resolv.conf"
     fi
+    # HTTPS (pip) trusts what the host trusts: a network that reaches PyPI through a
+    # proxy with its own certificate authority works in the chroot as on the host.
+    if [[ -r /etc/ssl/certs/ca-certificates.crt ]]; then
+        mkdir -p "$CHROOT/etc/ssl/certs"
+        cp -L /etc/ssl/certs/ca-certificates.crt "$CHROOT/etc/ssl/certs/ca-certificates.crt"
+    fi
 }
 
 # Run a command in the chroot with a clean environment (build steps).
