@@ -175,3 +175,36 @@ def test_the_real_command_line_gives_the_same_exit_statuses_and_lines(fuzzed):
         assert proc.returncode == want["status"], (case["name"], proc.stderr)
         assert proc.stderr == want["stderr"], case["name"]
         assert os.path.exists(case["output"]) == (want["status"] == 0)
+
+
+@pytest.mark.parametrize("extra", [[], ["--pixel-size", "7"]], ids=["direct", "vrt"])
+def test_a_crs_name_in_latin1_is_read_not_a_traceback(tmp_path, extra):
+    """Old tools wrote CRS names in Latin-1: GDAL's bindings then hand back bytes."""
+    from osgeo import gdal, osr
+    srs = osr.SpatialReference()
+    srs.ImportFromProj4("+proj=tmerc +lat_0=0 +lon_0=15 +k=0.9996 +x_0=500000 +y_0=0 "
+                        "+ellps=GRS80 +units=m +no_defs")
+    srs.SetProjCS("Reseau local")
+    path = str(tmp_path / "latin1.tif")
+    data = smooth_field(np.random.default_rng(8), 90, 120, 1, 250, "uint8")
+    ds = gdal.GetDriverByName("GTiff").Create(path, 120, 90, 1, gdal.GDT_Byte,
+                                              ["TILED=YES", "COMPRESS=LZW"])
+    ds.SetGeoTransform(fuzz_inputs.GT)
+    ds.SetSpatialRef(srs)
+    ds.GetRasterBand(1).WriteArray(data)
+    ds = None
+    raw = open(path, "rb").read()
+    assert raw.count(b"Reseau local") == 1
+    with open(path, "wb") as fh:  # "Réseau local", é as the Latin-1 byte 0xE9
+        fh.write(raw.replace(b"Reseau local", b"R\xe9seau local"))
+    out = tmp_path / "out.tif"
+    proc = run_cli(path, "-o", out, "--quiet", *extra)
+    assert proc.returncode == 0, proc.stderr
+    got = gdal.Open(str(out))
+    assert got.GetSpatialRef().IsSame(gdal.Open(path).GetSpatialRef())
+    if not extra:
+        np.testing.assert_array_equal(got.ReadAsArray(), data)
+    else:  # resampled to 7 m through the VRT path: as gdalbuildvrt -tr 7 7
+        vrt = gdal.BuildVRT("", [path], xRes=7, yRes=7)
+        want = gdal.Translate("", vrt, format="MEM").ReadAsArray()
+        np.testing.assert_array_equal(got.ReadAsArray(), want)
