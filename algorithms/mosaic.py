@@ -1,6 +1,6 @@
 """``streamingmosaic:mosaic``: the Processing algorithm, thin glue over the core engine."""
 
-from qgis.core import QgsProcessingException
+from qgis.core import QgsApplication, QgsProcessingException
 
 from ..core.engine import run
 from ..core.errors import MosaicError
@@ -11,6 +11,17 @@ from .parameters import add_parameters, read_options, tr
 # The dialog's log gets a "window i/n" line for every window of runs up to this many
 # windows; longer runs log every k-th window (and the first and last) instead.
 MAX_WINDOW_LINES = 200
+
+
+def in_qgis_process():
+    """True inside the standalone ``qgis_process`` tool (not the QGIS desktop or a script).
+
+    qgis_process prints every progress text as a line of its own, which breaks its
+    ``0...10...100`` bar into one line per window; the desktop dialog logs them.
+    qgis_process names its application's platform "qgis_process" (the desktop, and
+    standalone scripts by default, "desktop").
+    """
+    return QgsApplication.platform() == "qgis_process"
 
 
 def _worth_logging(event):
@@ -52,10 +63,11 @@ class MosaicAlgorithm(StreamingMosaicAlgorithm):
         options = read_options(self, parameters, context)
 
         last_text = [None]
+        bar_only = in_qgis_process()
 
         def progress(event):
             feedback.setProgress(100.0 * event.fraction)
-            if event.text == last_text[0] or not _worth_logging(event):
+            if bar_only or event.text == last_text[0] or not _worth_logging(event):
                 return  # the dialog appends every progress text to its log
             last_text[0] = event.text
             feedback.setProgressText(event.text)
