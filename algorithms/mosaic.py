@@ -31,6 +31,20 @@ def _worth_logging(event):
     return event.done in (1, event.total) or event.done % step == 0
 
 
+def _load_expanded(context, given, output):
+    """Load the output from its expanded name when OUTPUT was given as ``~/...``.
+
+    QGIS registered the name as given for loading when the run completes, and would
+    not find a file named ``~/...``.
+    """
+    if given == output or not given.startswith("~") or \
+            not context.willLoadLayerOnCompletion(given):
+        return
+    layers = context.layersToLoadOnCompletion()
+    layers[output] = layers.pop(given)
+    context.setLayersToLoadOnCompletion(layers)
+
+
 class MosaicAlgorithm(StreamingMosaicAlgorithm):
     """Mosaic rasters window by window into a tiled, compressed GeoTIFF or COG."""
 
@@ -84,6 +98,8 @@ class MosaicAlgorithm(StreamingMosaicAlgorithm):
             raise QgsProcessingException(str(exc)) from None
         feedback.pushInfo(tr("Finished: {}").format(result.summary()))
         output = result.output
+        _load_expanded(context, self.parameterAsOutputLayer(parameters, self.OUTPUT, context),
+                       output)
         if context.willLoadLayerOnCompletion(output):
             details = context.layerToLoadOnCompletionDetails(output)
             details.name = tr("Mosaic ({})").format(options.method)
