@@ -14,7 +14,7 @@ import traceback
 
 from qgis.core import QgsApplication
 from qgis.PyQt.QtCore import QModelIndex, Qt, QTimer
-from qgis.PyQt.QtWidgets import QApplication, QTabWidget, QTextEdit
+from qgis.PyQt.QtWidgets import QAbstractItemView, QApplication, QTabWidget, QTextEdit
 
 CONFIG = json.load(open(os.environ["SM_SCREENSHOT_CONFIG"]))
 MOSAIC = "streamingmosaic:mosaic"
@@ -160,13 +160,13 @@ def toolbox_shot():
     target = None
     for row in range(model.rowCount(QModelIndex())):
         index = model.index(row, 0, QModelIndex())
-        if model.data(index, Qt.DisplayRole) == "Streaming Mosaic":
+        if model.data(index, Qt.ItemDataRole.DisplayRole) == "Streaming Mosaic":
             target = index
     if target is None:
         STATE["errors"].append("toolbox: no 'Streaming Mosaic' node")
         return
     tree.expandRecursively(target)
-    tree.scrollTo(target, tree.PositionAtCenter)
+    tree.scrollTo(target, QAbstractItemView.ScrollHint.PositionAtCenter)
     tree.setCurrentIndex(model.index(0, 0, model.index(0, 0, target)))
     return toolbox
 
