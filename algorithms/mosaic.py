@@ -1,12 +1,14 @@
 """``streamingmosaic:mosaic``: the Processing algorithm, thin glue over the core engine."""
 
+import os
+
 from qgis.core import QgsApplication, QgsProcessingException
 
 from ..core.engine import run
 from ..core.errors import MosaicError
 from .base import StreamingMosaicAlgorithm
 from .help import help_url, short_help
-from .parameters import add_parameters, read_options, tr
+from .parameters import add_parameters, expand_home, read_options, tr
 
 # The dialog's log gets a "window i/n" line for every window of runs up to this many
 # windows; longer runs log every k-th window (and the first and last) instead.
@@ -31,18 +33,19 @@ def _worth_logging(event):
     return event.done in (1, event.total) or event.done % step == 0
 
 
-def _load_expanded(context, given, output):
+def _load_expanded(context, output):
     """Load the output from its expanded name when OUTPUT was given as ``~/...``.
 
     QGIS registered the name as given for loading when the run completes, and would
     not find a file named ``~/...``.
     """
-    if given == output or not given.startswith("~") or \
-            not context.willLoadLayerOnCompletion(given):
-        return
     layers = context.layersToLoadOnCompletion()
-    layers[output] = layers.pop(given)
-    context.setLayersToLoadOnCompletion(layers)
+    given = [name for name in layers if name.startswith("~")
+             and os.path.abspath(expand_home(name)) == output]
+    for name in given:
+        layers[output] = layers.pop(name)
+    if given:
+        context.setLayersToLoadOnCompletion(layers)
 
 
 class MosaicAlgorithm(StreamingMosaicAlgorithm):
@@ -98,8 +101,7 @@ class MosaicAlgorithm(StreamingMosaicAlgorithm):
             raise QgsProcessingException(str(exc)) from None
         feedback.pushInfo(tr("Finished: {}").format(result.summary()))
         output = result.output
-        _load_expanded(context, self.parameterAsOutputLayer(parameters, self.OUTPUT, context),
-                       output)
+        _load_expanded(context, output)
         if context.willLoadLayerOnCompletion(output):
             details = context.layerToLoadOnCompletionDetails(output)
             details.name = tr("Mosaic ({})").format(options.method)
