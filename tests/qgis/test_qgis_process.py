@@ -4,8 +4,9 @@ import os
 import re
 
 import numpy as np
+import pytest
 
-from helpers import read, vrt_reference
+from helpers import read, tile_set, vrt_reference
 
 # The contract's parameters of streamingmosaic:mosaic, in order (CONTRACT.md).
 CONTRACT = ["INPUT", "METHOD", "PERCENTILE", "ORDER", "ADD_ALPHA", "FEATHER_DISTANCE",
