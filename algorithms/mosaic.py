@@ -1,16 +1,29 @@
 """``streamingmosaic:mosaic``: the Processing algorithm, thin glue over the core engine."""
 
-from qgis.core import QgsProcessingException
+import os
+
+from qgis.core import QgsApplication, QgsProcessingException
 
 from ..core.engine import run
 from ..core.errors import MosaicError
 from .base import StreamingMosaicAlgorithm
 from .help import help_url, short_help
-from .parameters import add_parameters, read_options, tr
+from .parameters import add_parameters, expand_home, read_options, tr
 
 # The dialog's log gets a "window i/n" line for every window of runs up to this many
 # windows; longer runs log every k-th window (and the first and last) instead.
 MAX_WINDOW_LINES = 200
+
+
+def in_qgis_process():
+    """True inside the standalone ``qgis_process`` tool (not the QGIS desktop or a script).
+
+    qgis_process prints every progress text as a line of its own, which breaks its
+    ``0...10...100`` bar into one line per window; the desktop dialog logs them.
+    qgis_process names its application's platform "qgis_process" (the desktop, and
+    standalone scripts by default, "desktop").
+    """
+    return QgsApplication.platform() == "qgis_process"
 
 
 def _worth_logging(event):
@@ -18,6 +31,21 @@ def _worth_logging(event):
         return True
     step = -(-event.total // MAX_WINDOW_LINES)
     return event.done in (1, event.total) or event.done % step == 0
+
+
+def _load_expanded(context, output):
+    """Load the output from its expanded name when OUTPUT was given as ``~/...``.
+
+    QGIS registered the name as given for loading when the run completes, and would
+    not find a file named ``~/...``.
+    """
+    layers = context.layersToLoadOnCompletion()
+    given = [name for name in layers if name.startswith("~")
+             and os.path.abspath(expand_home(name)) == output]
+    for name in given:
+        layers[output] = layers.pop(name)
+    if given:
+        context.setLayersToLoadOnCompletion(layers)
 
 
 class MosaicAlgorithm(StreamingMosaicAlgorithm):
@@ -52,10 +80,11 @@ class MosaicAlgorithm(StreamingMosaicAlgorithm):
         options = read_options(self, parameters, context)
 
         last_text = [None]
+        bar_only = in_qgis_process()
 
         def progress(event):
             feedback.setProgress(100.0 * event.fraction)
-            if event.text == last_text[0] or not _worth_logging(event):
+            if bar_only or event.text == last_text[0] or not _worth_logging(event):
                 return  # the dialog appends every progress text to its log
             last_text[0] = event.text
             feedback.setProgressText(event.text)
@@ -72,6 +101,7 @@ class MosaicAlgorithm(StreamingMosaicAlgorithm):
             raise QgsProcessingException(str(exc)) from None
         feedback.pushInfo(tr("Finished: {}").format(result.summary()))
         output = result.output
+        _load_expanded(context, output)
         if context.willLoadLayerOnCompletion(output):
             details = context.layerToLoadOnCompletionDetails(output)
             details.name = tr("Mosaic ({})").format(options.method)

@@ -76,6 +76,15 @@ def add_parameters(algorithm, plan_only=False):
         algorithm.addParameter(d)
 
 
+def expand_home(path):
+    """A file name with a leading ``~`` expanded, as a shell would.
+
+    qgis_process's ``OUTPUT=~/mosaic.tif`` reaches the algorithm unexpanded (a shell
+    expands ``~`` only at the start of a word), and QGIS passes it on as it is.
+    """
+    return os.path.expanduser(path) if isinstance(path, str) and path.startswith("~") else path
+
+
 def _is_set(parameters, name):
     value = parameters.get(name)
     return value is not None and value != ""
@@ -110,7 +119,7 @@ def input_paths(algorithm, parameters, context):
             paths.append(_layer_path(item))
         elif isinstance(item, str):
             layer = QgsProcessingUtils.mapLayerFromString(item, context, False)
-            paths.append(_layer_path(layer) if layer is not None else item)
+            paths.append(_layer_path(layer) if layer is not None else expand_home(item))
         else:  # expressions and other values QGIS knows how to evaluate
             paths.extend(_layer_path(layer) for layer in
                          algorithm.parameterAsLayerList({"INPUT": item}, "INPUT", context))
@@ -132,7 +141,7 @@ def input_problem(parameters, context):
             continue
         try:
             # A URL, s3:// path or @list.txt (typed or pasted) is what the core reads.
-            for path in expand_inputs([item.split("|")[0]]):
+            for path in expand_inputs([expand_home(item.split("|")[0])]):
                 describe_source(i, path)
         except MosaicError as exc:
             return "INPUT: {}".format(exc)
@@ -189,6 +198,6 @@ def read_options(algorithm, parameters, context, plan_only=False):
         elif p.kind == "string":
             value = algorithm.parameterAsString(parameters, name, context) or None
         elif p.kind == "output":
-            value = algorithm.parameterAsOutputLayer(parameters, name, context)
+            value = expand_home(algorithm.parameterAsOutputLayer(parameters, name, context))
         values[p.attr] = value
     return Options(extent_crs=extent_crs, **values)

@@ -111,7 +111,8 @@ def mosaic(inputs: Iterable[PathLike], output: PathLike, *,
     -------
     Result
         With ``output``, ``width``, ``height``, ``bands``, ``windows``, ``seconds``,
-        ``output_bytes``, ``peak_rss_mb`` and ``warnings``.
+        ``output_bytes``, ``peak_rss_mb`` (the whole process's peak), ``rss_before_mb``
+        and ``run_peak_mb`` (this run's own memory) and ``warnings``.
 
     Raises
     ------

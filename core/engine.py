@@ -21,6 +21,8 @@ from .errors import Cancelled, ClusterError, InputError, MosaicError, OutputErro
 from .gdalenv import GdalFailure, cache_budget, release_free_memory, thread_env
 from .plan import make_plan, summary_lines
 from .progress import WINDOWS_SHARE, Progress
+from .runmemory import RunMemory, peak_rss_mb
+from .runmemory import describe as describe_memory
 
 try:
     import resource
@@ -40,9 +42,11 @@ class Result:
     resumed_from: int
     seconds: float
     output_bytes: int
-    peak_rss_mb: float
+    peak_rss_mb: float  # of the whole process (in QGIS: QGIS's own peak too)
     moved_off_nodata: int
     warnings: list
+    rss_before_mb: float = 0.0  # the process's resident memory when the run started
+    run_peak_mb: float = 0.0    # its peak while the run lasted
 
     @property
     def mpix_per_s(self):
@@ -53,15 +57,9 @@ class Result:
         return (f"{self.windows} windows, {self.width * self.height / 1e6:.1f} Mpix in "
                 f"{self.seconds:.1f} s ({self.mpix_per_s:.1f} Mpix/s, "
                 f"{self.width * self.height * self.bands / 2**20 / max(self.seconds, 1e-9):.0f} "
-                f"MB/s of samples), output {self.output_bytes / 2**20:.1f} MB, peak memory "
-                f"{self.peak_rss_mb:.0f} MB{extra}")
-
-
-def peak_rss_mb():
-    """Peak resident memory of this process (MB), or 0 where unknown."""
-    if resource is None:
-        return 0.0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+                f"MB/s of samples), output {self.output_bytes / 2**20:.1f} MB, "
+                f"{describe_memory(self.rss_before_mb, self.run_peak_mb, self.peak_rss_mb)}"
+                f"{extra}")
 
 
 # Windows between two returns of freed memory to the system (see release_free_memory).
@@ -93,7 +91,8 @@ def run(options, progress=None, cancel=None, log=None):
         message (OutputError too when another run is writing OUTPUT); Cancelled
         when cancelled (the partial output is kept).
     """
-    progress = progress or (lambda event: None)
+    memory = RunMemory()
+    progress = memory.wrap(progress or (lambda event: None))
     cancel = cancel or (lambda: False)
     log = log or (lambda message, level="info": None)
     started = time.monotonic()
@@ -121,7 +120,7 @@ def run(options, progress=None, cancel=None, log=None):
             "written as the nearest other value", "warning")
     return Result(target, plan.grid.width, plan.grid.height, plan.band_count, len(plan.windows),
                   start, time.monotonic() - started, size, peak_rss_mb(),
-                  moved, list(plan.warnings))
+                  moved, list(plan.warnings), memory.before, memory.peak())
 
 
 def _plan_with_resume(options, output, log, cancel=None):

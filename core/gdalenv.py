@@ -84,7 +84,7 @@ def thread_env(extra=None):
     """
     config = dict(NO_READDIR, **{k: v for k, v in HTTP_RETRY.items()
                                  if gdal.GetConfigOption(k) is None})
-    with thread_config(dict(config, **(extra or {}))):
+    with thread_config(dict(config, **STRICT_READS, **(extra or {}))):
         gdal.PushErrorHandler("CPLQuietErrorHandler")
         try:
             yield
@@ -139,13 +139,18 @@ NO_READDIR = {"GDAL_DISABLE_READDIR_ON_OPEN": "YES"}
 # where the user set neither option (environment, --config, QGIS's GDAL settings).
 HTTP_RETRY = {"GDAL_HTTP_MAX_RETRY": "3", "GDAL_HTTP_RETRY_DELAY": "1"}
 
+# libjpeg only warns of a truncated or corrupt JPEG and fills the rest with grey:
+# make that a read failure, never silently wrong pixels. (JPEG tiles inside a GeoTIFF
+# go through libtiff, which this option does not reach.)
+STRICT_READS = {"GDAL_ERROR_ON_LIBJPEG_WARNING": "YES"}
+
 
 def open_readonly(path):
     """Open a raster read-only, raising :class:`GdalFailure` with GDAL's message.
 
     Side-car files (.aux.xml, .msk, .ovr, world files) are still found, by stat().
     """
-    with thread_config(NO_READDIR):
+    with thread_config(dict(NO_READDIR, **STRICT_READS)):
         return check(gdal.OpenEx, str(path),
                      gdal.OF_RASTER | gdal.OF_READONLY | gdal.OF_VERBOSE_ERROR)
 
@@ -182,3 +187,13 @@ def release_free_memory():
         _libc.append(libc)
     if _libc[0] is not None:
         _libc[0].malloc_trim(0)
+
+
+def vrt_xml(ds):
+    """The XML of a VRT dataset as text.
+
+    GDAL hands back bytes when the XML holds text that is not UTF-8 (a source's
+    CRS name written in Latin-1 by an old tool); read as Latin-1 it parses.
+    """
+    xml = ds.GetMetadata("xml:VRT")[0]
+    return xml.decode("latin-1") if isinstance(xml, bytes) else xml

@@ -144,6 +144,11 @@ def extent_in_target(options, target):
     bounds, crs_text = parse_extent(options.extent)
     if bounds is None:
         return None
+    if options.extent_crs and crs_text and not same_crs(
+            srs_from_user(options.extent_crs, option=option),
+            srs_from_user(crs_text, option=option)):
+        raise OptionError(option, f"gives its CRS as [{crs_text}] but the extent CRS is "
+                          f"{options.extent_crs}; give one")
     crs_text = options.extent_crs or crs_text
     if not crs_text or target is None:
         return bounds

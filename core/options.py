@@ -373,20 +373,26 @@ def parse_creation_options(text):
 
 
 def parse_extent(value):
-    """Parse EXTENT given as ``xmin,ymin,xmax,ymax`` (or a 4-sequence) to floats.
+    """Parse EXTENT into ((xmin, ymin, xmax, ymax), crs text or None).
 
-    A trailing ``[CRS]`` as QGIS writes extents (``1,2,3,4 [EPSG:32633]``) is
-    returned as the second item, else None.
+    Plain text ``xmin,ymin,xmax,ymax`` and 4-sequences are in GDAL's ``-te``
+    order. Text ending in a CRS in brackets is QGIS's own form and order,
+    ``xmin,xmax,ymin,ymax [EPSG:4326]`` (what QGIS writes for an extent), and
+    the CRS is the extent's: it is transformed to the target CRS.
     """
     if value is None or (isinstance(value, str) and not value.strip()):
         return None, None
     option = flag("extent")
     crs = None
+    form = "xmin,ymin,xmax,ymax"
     if isinstance(value, str):
         text = value.strip()
         if text.endswith("]") and "[" in text:
             text, _, crs = text[:-1].partition("[")
-            crs = crs.strip() or None
+            crs = crs.strip()
+            form = "xmin,xmax,ymin,ymax [CRS] (QGIS's order)"
+            if not crs:
+                raise OptionError(option, f"{value!r} has an empty CRS in brackets")
         parts = [p for p in text.replace(";", ",").split(",") if p.strip()]
     else:
         parts = list(value)
@@ -395,8 +401,12 @@ def parse_extent(value):
     except (TypeError, ValueError):
         numbers = []
     if len(numbers) != 4 or not all(math.isfinite(n) for n in numbers):
-        raise OptionError(option, f"{value!r} is not xmin,ymin,xmax,ymax")
-    xmin, ymin, xmax, ymax = numbers
+        raise OptionError(option, f"{value!r} is not {form}")
+    if crs is not None:
+        xmin, xmax, ymin, ymax = numbers
+    else:
+        xmin, ymin, xmax, ymax = numbers
     if xmax <= xmin or ymax <= ymin:
-        raise OptionError(option, f"{value!r} is empty (xmax must exceed xmin and ymax ymin)")
+        raise OptionError(option, f"{value!r} is empty as {form} (xmax must exceed xmin and "
+                          "ymax ymin)")
     return (xmin, ymin, xmax, ymax), crs

@@ -5,6 +5,7 @@ input, in input order, or raises :class:`~.errors.InputError` naming the first
 input that cannot take part.
 """
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass
@@ -121,16 +122,49 @@ def describe(index, path, bands=None):
     if os.path.isdir(path):
         raise InputError(path, "is a folder, not a raster file")
     check_input(path)  # a remote input: one HEAD, and a clear line when refused
+    with _damage_reports() as damage:
+        try:
+            ds = open_readonly(path)
+        except GdalFailure as exc:
+            if not os.path.exists(path) and gdal.VSIStatL(path) is None:
+                raise InputError(path, "file does not exist") from None
+            raise InputError(path, f"not a raster GDAL can read ({exc})") from None
+        try:
+            info = _describe_open(index, path, ds, bands)
+        except RuntimeError as exc:  # GDAL's exception mode: a failure while reading the header
+            damage.append(str(exc))
+        finally:
+            ds = None
+    if damage:
+        raise InputError(path, f"is damaged or not readable as a whole ({damage[0]})")
+    return info
+
+
+# libtiff says this of a tag it could not read: a nodata value, GeoKeys or the pixel
+# size may then silently be missing, so the file is refused rather than half-read.
+_DAMAGE_WARNINGS = ("tag ignored", "being ignored")
+
+
+@contextlib.contextmanager
+def _damage_reports():
+    """Collect GDAL's failures (and warnings of ignored tags) in this thread into a list.
+
+    In GDAL's exception mode a failure raises; in the default mode GDAL only
+    reports it and carries on (e.g. with a CRS or nodata value dropped), so the
+    reports are what tell a damaged header in both modes.
+    """
+    found = []
+
+    def handler(level, _number, message):
+        message = " ".join(str(message).split())
+        if level >= gdal.CE_Failure or any(w in message for w in _DAMAGE_WARNINGS):
+            found.append(message)
+
+    gdal.PushErrorHandler(handler)
     try:
-        ds = open_readonly(path)
-    except GdalFailure as exc:
-        if not os.path.exists(path) and gdal.VSIStatL(path) is None:
-            raise InputError(path, "file does not exist") from None
-        raise InputError(path, f"not a raster GDAL can read ({exc})") from None
-    try:
-        return _describe_open(index, path, ds, bands)
+        yield found
     finally:
-        ds = None
+        gdal.PopErrorHandler()
 
 
 def _describe_open(index, path, ds, bands):
@@ -192,7 +226,9 @@ def _describe_open(index, path, ds, bands):
 
     def crs_of_dataset():
         srs = ds.GetSpatialRef()
-        return srs.ExportToWkt() if srs is not None else ""
+        wkt = srs.ExportToWkt() if srs is not None else ""
+        # GDAL hands back bytes when a CRS name is not UTF-8 (e.g. Latin-1 from old writers).
+        return wkt.decode("latin-1") if isinstance(wkt, bytes) else wkt
 
     return SourceInfo(
         index=index, path=path, width=ds.RasterXSize, height=ds.RasterYSize,

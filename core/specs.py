@@ -32,7 +32,7 @@ import numpy as np
 from osgeo import gdal
 
 from .errors import InputError
-from .gdalenv import GdalFailure, check
+from .gdalenv import GdalFailure, check, vrt_xml
 from .memory import WARP_MEMORY
 from .options import RESAMPLINGS
 from .sources import representable
@@ -236,7 +236,7 @@ def _vrt_of(info, band_list):
     are not the input's), with its type, nodata and colour, and no mask."""
     try:
         sel = check(gdal.Translate, "", info.path, format="VRT", bandList=band_list)
-        xml = sel.GetMetadata("xml:VRT")[0]
+        xml = vrt_xml(sel)
         sel = None
     except GdalFailure as exc:
         raise InputError(info.path, f"cannot be read through a VRT ({exc})") from None
@@ -274,7 +274,7 @@ def _vrt_spec(info, grid, bbox, resampling):
                    xRes=grid.res[0], yRes=grid.res[1], bandList=list(src.bands),
                    srcNodata="None", VRTNodata="None", resampleAlg=resampling,
                    allowProjectionDifference=True)
-        xml = ds.GetMetadata("xml:VRT")[0]
+        xml = vrt_xml(ds)
         ds = None
     except GdalFailure as exc:
         raise InputError(info.path, f"cannot be laid out on the output grid ({exc})") from None
@@ -378,7 +378,7 @@ def _warp_spec(info, grid, bbox, resampling, src_res):
                    xRes=grid.res[0], yRes=grid.res[1], resampleAlg=resampling,
                    dstAlpha=alpha, warpMemoryLimit=WARP_MEMORY, multithread=False,
                    errorThreshold=WARP_ERROR, **options)
-        xml = ds.GetMetadata("xml:VRT")[0]
+        xml = vrt_xml(ds)
         count = ds.RasterCount
         ds = None
     except GdalFailure as exc:

@@ -14,7 +14,7 @@ import traceback
 
 from qgis.core import QgsApplication
 from qgis.PyQt.QtCore import QModelIndex, Qt, QTimer
-from qgis.PyQt.QtWidgets import QApplication, QTabWidget, QTextBrowser
+from qgis.PyQt.QtWidgets import QAbstractItemView, QApplication, QTabWidget, QTextEdit
 
 CONFIG = json.load(open(os.environ["SM_SCREENSHOT_CONFIG"]))
 MOSAIC = "streamingmosaic:mosaic"
@@ -34,6 +34,28 @@ def finish(done):
         os._exit(0 if done and not STATE["errors"] else 1)
 
 
+def log_view(dialog):
+    """The dialog's log (the help beside it is a text view too)."""
+    for view in dialog.findChildren(QTextEdit):
+        if "Input parameters" in view.toPlainText():
+            return view
+    return None
+
+
+def neutral_log(dialog):
+    """Show the throwaway home as ``~`` (and its temp folder as /tmp) in the dialog's log.
+
+    The inputs live in that home and the output is given as ``~/mosaics/...``; QGIS
+    prints the inputs, the results and a temporary report with absolute paths.
+    """
+    log = log_view(dialog)
+    html = log.toHtml()
+    for path, shown in CONFIG["shown_as"]:
+        html = html.replace(path, shown)
+    log.setHtml(html)
+    log.verticalScrollBar().setValue(log.verticalScrollBar().maximum())
+
+
 def save(widget, name):
     QApplication.processEvents()
     image = widget.grab()
@@ -41,6 +63,17 @@ def save(widget, name):
         STATE["errors"].append(f"could not save {name}")
     else:
         STATE["written"].append(name)
+
+
+def grab_windows():
+    """Save every visible top-level window into the work folder (what blocked a step?)."""
+    names = []
+    for i, widget in enumerate(QApplication.topLevelWidgets()):
+        if widget.isVisible():
+            name = os.path.join(CONFIG["work"], f"window_{i}.png")
+            widget.grab().save(name, "PNG")
+            names.append(f"{name} ({widget.windowTitle()})")
+    return names
 
 
 # ------------------------------------------------------------ a tiny step driver
@@ -54,7 +87,8 @@ def drive(gen):
                 predicate, deadline, what = wait_for
                 if not predicate():
                     if time.monotonic() > deadline:
-                        STATE["errors"].append(f"timed out waiting for {what}")
+                        STATE["errors"].append(f"timed out waiting for {what}; the windows "
+                                               f"then: {grab_windows()}")
                         finish(False)
                     QTimer.singleShot(200, lambda: step(wait_for))
                     return
@@ -106,7 +140,7 @@ def run_dialog(dialog, seconds, what):
     dialog.runButton().click()
     yield (lambda: "ok" in finished, seconds, what)
     if not finished["ok"]:
-        log = dialog.findChild(QTextBrowser)
+        log = log_view(dialog)
         text = log.toPlainText()[-1500:] if log is not None else ""
         STATE["errors"].append(f"{what} failed:\n{text}")
     yield 800  # the output layer loads, the log settles
@@ -126,13 +160,13 @@ def toolbox_shot():
     target = None
     for row in range(model.rowCount(QModelIndex())):
         index = model.index(row, 0, QModelIndex())
-        if model.data(index, Qt.DisplayRole) == "Streaming Mosaic":
+        if model.data(index, Qt.ItemDataRole.DisplayRole) == "Streaming Mosaic":
             target = index
     if target is None:
         STATE["errors"].append("toolbox: no 'Streaming Mosaic' node")
         return
     tree.expandRecursively(target)
-    tree.scrollTo(target, tree.PositionAtCenter)
+    tree.scrollTo(target, QAbstractItemView.ScrollHint.PositionAtCenter)
     tree.setCurrentIndex(model.index(0, 0, model.index(0, 0, target)))
     return toolbox
 
@@ -162,6 +196,7 @@ def scenario():
     yield from run_dialog(dialog, step_timeout, "the mosaic run")
     dialog.findChild(QTabWidget).setCurrentIndex(1)
     dialog.resize(1100, 940)
+    neutral_log(dialog)
     yield 400
     save(dialog, "mosaic_log.png")
     dialog.close()
@@ -170,6 +205,8 @@ def scenario():
     dialog = open_dialog(PLAN, params, (1100, 940))
     yield 800
     yield from run_dialog(dialog, step_timeout, "the plan run")
+    neutral_log(dialog)
+    yield 400
     save(dialog, "plan_log.png")
     dialog.close()
 

@@ -7,7 +7,9 @@
 3. mosaic_dialog.png, mosaic_log.png, plan_log.png, toolbox.png: starts the real
    QGIS desktop under Xvfb (xvfb-run) with a throwaway profile and runs
    tools/screenshot_qgis.py in it (``--code``), which opens the algorithm dialogs,
-   presses Run and grabs the widgets.
+   presses Run and grabs the widgets. QGIS runs with a throwaway home folder holding
+   the demo data in ``mosaics/``; the output is given as ``~/mosaics/demo_mosaic.tif``
+   and the logs show that home as ``~``, so no screenshot shows the build folder.
 
 Every external command runs under a timeout, so a hung QGIS cannot hang make.
 """
@@ -201,15 +203,20 @@ def qgis_screenshots(build, tiles, plan_inputs, out, timeout):
     runtime = os.path.join(sandbox, "xdg")
     tmp = os.path.join(sandbox, "tmp")
     work = os.path.join(sandbox, "work")
-    for folder in (plugins, os.path.join(profile, "QGIS"), runtime, tmp, work):
+    home = os.path.join(sandbox, "home")
+    mosaics = os.path.join(home, "mosaics")
+    for folder in (plugins, os.path.join(profile, "QGIS"), runtime, tmp, work, mosaics):
         os.makedirs(folder, mode=0o700, exist_ok=True)
+    tiles, plan_inputs = (_in_home(paths, mosaics) for paths in (tiles, plan_inputs))
     os.symlink(ROOT, os.path.join(plugins, "streaming_mosaic"))
     with open(os.path.join(profile, "QGIS", "QGIS3.ini"), "w") as fh:
         fh.write("[PythonPlugins]\nstreaming_mosaic=true\n")
     status = os.path.join(work, "status.json")
     config = {
         "out": out, "work": work, "status": status, "tiles": tiles, "plan_inputs": plan_inputs,
-        "mosaic_output": os.path.join(work, "demo_mosaic.tif"),
+        "mosaic_output": "~/mosaics/demo_mosaic.tif",
+        # the few absolute paths QGIS itself prints in the log, as a user would see them
+        "shown_as": [[home, "~"], [tmp, "/tmp"]],
         "plan_report": os.path.join(work, "plan_report.html"),
         "step_timeout": max(20, timeout // 3),
         "overall_timeout": max(30, timeout - 15),
@@ -226,7 +233,7 @@ def qgis_screenshots(build, tiles, plan_inputs, out, timeout):
     for key in ("QT_QPA_PLATFORM", "QGIS_CUSTOM_CONFIG_PATH", "QGIS_PLUGINPATH", "DISPLAY",
                 "WAYLAND_DISPLAY"):
         env.pop(key, None)
-    env.update(XDG_RUNTIME_DIR=runtime, TMPDIR=tmp, SM_SCREENSHOT_CONFIG=config_path,
+    env.update(HOME=home, XDG_RUNTIME_DIR=runtime, TMPDIR=tmp, SM_SCREENSHOT_CONFIG=config_path,
                GDAL_PAM_ENABLED="NO", LANG="C.UTF-8", LC_ALL="C.UTF-8", QT_SCALE_FACTOR="1",
                PYTHONDONTWRITEBYTECODE="1")
     cmd = ["timeout", "-k", "10", str(timeout), "xvfb-run", "-a", "-s", f"-screen 0 {SCREEN}",
@@ -243,6 +250,21 @@ def qgis_screenshots(build, tiles, plan_inputs, out, timeout):
         with open(status) as fh:
             result = json.load(fh)
     result["returncode"] = proc.returncode
+    return result
+
+
+def _in_home(paths, mosaics):
+    """Link each input's folder into the throwaway home; return the paths there.
+
+    (Absolute: the dialog's input list keeps only files that exist under their name.)
+    """
+    result = []
+    for path in paths:
+        folder = os.path.basename(os.path.dirname(path))
+        link = os.path.join(mosaics, folder)
+        if not os.path.lexists(link):
+            os.symlink(os.path.dirname(path), link)
+        result.append(os.path.join(link, os.path.basename(path)))
     return result
 
 

@@ -365,3 +365,44 @@ def test_missing_input_is_named_even_without_qgis_parameter_check(qgis_app, tmp_
         alg.run({"INPUT": paths + [missing], "OUTPUT": out}, QgsProcessingContext(),
                 QgsProcessingFeedback(), {}, False)
     assert not os.path.exists(out)
+
+
+def test_paths_starting_with_a_tilde_are_in_the_home_folder(qgis_app, uint_tiles, tmp_path,
+                                                            monkeypatch):
+    """``~/...`` (as qgis_process receives ``OUTPUT=~/m.tif``, unexpanded by the shell):
+    the inputs are read, the output written and loaded from the home folder."""
+    import shutil
+
+    from processing.gui.Postprocessing import handleAlgorithmResults
+    from processing.tools import dataobjects
+    from qgis.core import (
+        QgsProcessingFeedback,
+        QgsProcessingOutputLayerDefinition,
+        QgsProject,
+    )
+    home = tmp_path / "home"
+    (home / "mosaics" / "tiles").mkdir(parents=True)
+    for path in uint_tiles:
+        shutil.copy(path, home / "mosaics" / "tiles")
+    monkeypatch.setenv("HOME", str(home))
+    project = QgsProject()
+    feedback = QgsProcessingFeedback()
+    context = dataobjects.createContext(feedback)
+    context.setProject(project)
+    import processing
+    alg = qgis_app.processingRegistry().createAlgorithmById(ALG)
+    inputs = [f"~/mosaics/tiles/{os.path.basename(p)}" for p in uint_tiles]
+    params = {"INPUT": inputs, "CHUNK_SIZE": CHUNK,
+              "OUTPUT": QgsProcessingOutputLayerDefinition("~/mosaics/demo_mosaic.tif", project)}
+    result = processing.run(alg, params, context=context, feedback=feedback,
+                            onFinish=lambda *args: None)
+    out = str(home / "mosaics" / "demo_mosaic.tif")
+    assert result["OUTPUT"] == out
+    assert list(context.layersToLoadOnCompletion()) == [out]
+    assert handleAlgorithmResults(alg, context, feedback, parameters=params)
+    assert [layer.source() for layer in project.mapLayers().values()] == [out]
+    got, gt, nodata = read(out)
+    want, want_gt, want_nodata = read(vrt_reference(uint_tiles, tmp_path / "ref.tif"))
+    assert (gt, nodata) == (want_gt, want_nodata)
+    np.testing.assert_array_equal(got, want)
+    assert not os.path.exists("~")

@@ -4,8 +4,9 @@ import os
 import re
 
 import numpy as np
+import pytest
 
-from helpers import read, vrt_reference
+from helpers import read, tile_set, vrt_reference
 
 # The contract's parameters of streamingmosaic:mosaic, in order (CONTRACT.md).
 CONTRACT = ["INPUT", "METHOD", "PERCENTILE", "ORDER", "ADD_ALPHA", "FEATHER_DISTANCE",
@@ -99,3 +100,30 @@ def test_list_shows_the_provider_and_plugin(qgis_process_enabled):
     assert "streamingmosaic:plan" in block
     plugins = qgis_process_enabled("plugins")
     assert re.search(r"^\* streaming_mosaic$", plugins.stdout, re.M)
+
+
+@pytest.fixture(scope="module")
+def many_windows(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("qp_windows")
+    return tile_set(folder, seed=32, grid=(3, 3), size=(600, 500), overlap=20, bands=1,
+                    dtype="uint16")
+
+
+def test_run_keeps_its_progress_bar_on_one_line(qgis_process_enabled, many_windows, tmp_path):
+    """qgis_process prints every progress text on a line of its own, splitting its
+    0...10...100 bar: the mosaic sends it none (the desktop dialog still logs them)."""
+    out = str(tmp_path / "out.tif")
+    proc = qgis_process_enabled("run", "streamingmosaic:mosaic", "--", *_inputs(many_windows),
+                                f"OUTPUT={out}", "CHUNK_SIZE=256", "COG=true")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"method last; (\d+) window", proc.stdout).group(1) == "42"
+    bar = "0...10...20...30...40...50...60...70...80...90...100 - done."
+    assert re.search(rf"^{re.escape(bar)}$", proc.stdout, re.M), proc.stdout
+    # The algorithm's own lines: between qgis_process's Inputs block and its Results block.
+    ours = proc.stdout.split(f"OUTPUT:\t{out}\n", 1)[1].split("Results", 1)[0]
+    lines = [line for line in ours.splitlines() if line.strip() and not line.startswith("---")]
+    assert len(lines) <= 12, lines
+    assert not any(line.startswith(("window ", "COG")) for line in lines), lines
+    assert lines[-1].startswith("Finished: ")
+    np.testing.assert_array_equal(read(out)[0], read(vrt_reference(many_windows,
+                                                                   tmp_path / "ref.tif"))[0])

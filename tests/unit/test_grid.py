@@ -142,11 +142,13 @@ def transform_bounds(bounds, src_epsg, dst_epsg):
 
 @pytest.mark.parametrize("form", ["--extent-crs", "qgis-suffix"])
 def test_extent_in_another_crs_is_transformed_to_the_target_crs(tiles, tmp_path, form):
+    """``--extent`` with ``--extent-crs`` is in GDAL order; with a bracketed CRS it is
+    QGIS's own text form and order, ``xmin,xmax,ymin,ymax [EPSG:4326]``."""
     _folder, paths, nodata = tiles
     lonlat = (15.0065, 45.1445, 15.0255, 45.156)  # degrees, inside the near tiles
-    text = ",".join(map(str, lonlat))
-    extra = ["--extent", text, "--extent-crs", "EPSG:4326"] if form == "--extent-crs" \
-        else ["--extent", f"{text} [EPSG:4326]"]
+    xmin, ymin, xmax, ymax = lonlat
+    extra = ["--extent", ",".join(map(str, lonlat)), "--extent-crs", "EPSG:4326"] \
+        if form == "--extent-crs" else ["--extent", f"{xmin},{xmax},{ymin},{ymax} [EPSG:4326]"]
     inputs = [paths[n] for n in NEAR]
     out = tmp_path / "out.tif"
     run_cli(*inputs, "-o", out, "--chunk", "256", "--quiet", *extra, check=True)
@@ -155,6 +157,24 @@ def test_extent_in_another_crs_is_transformed_to_the_target_crs(tiles, tmp_path,
     gt, shape = assert_same_mosaic(out, ref, nodata)
     assert bounds_of(gt, shape)[0] == pytest.approx(bounds[0], abs=1e-6)
     assert bounds_of(gt, shape)[3] == pytest.approx(bounds[3], abs=1e-6)
+
+
+@pytest.mark.parametrize("extent,extra,words", [
+    ("15.0065,15.0255,45.1445,45.156 [EPSG:4326]", ["--extent-crs", "EPSG:32633"],
+     ["[EPSG:4326]", "EPSG:32633", "give one"]),
+    ("15.0065,15.0255,45.1445 [EPSG:4326]", [], ["xmin,xmax,ymin,ymax"]),
+    ("15.0255,15.0065,45.1445,45.156 [EPSG:4326]", [], ["empty", "xmin,xmax,ymin,ymax"]),
+    ("15.0065,15.0255,45.1445,45.156 []", [], ["empty CRS"]),
+])
+def test_qgis_extent_text_that_is_ambiguous_or_malformed_is_refused(small_tiles, tmp_path,
+                                                                    extent, extra, words):
+    out = tmp_path / "out.tif"
+    proc = run_cli(small_tiles["a10"], "-o", out, "--extent", extent, *extra)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "EXTENT" in lines[0], proc.stderr
+    assert all(w in lines[0] for w in words), lines[0]
+    assert os.listdir(tmp_path) == []
 
 
 def test_negative_extent_values_are_accepted_on_the_command_line(tmp_path):
