@@ -107,14 +107,35 @@ def remote_problem(path):
 
     One ``VSIStatL`` (a HEAD request, cached by GDAL for the open that follows).
     """
-    gdal.ErrorReset()
-    try:
-        found = gdal.VSIStatL(path) is not None
-    except RuntimeError:
-        found = False
+    found, message = _stat(path)
     if found:
         return None
-    return _http_reason(gdal.GetLastErrorMsg() or "", path)
+    return _http_reason(message, path)
+
+
+def _stat(path):
+    """(exists, GDAL's error message) for ``path``.
+
+    GDAL >= 3.10 reports nothing when the stat of a network object fails: an open
+    that asks for errors then says why (connection refused, HTTP status).
+    """
+    gdal.ErrorReset()
+    try:
+        if gdal.VSIStatL(path) is not None:
+            return True, ""
+    except RuntimeError:
+        pass
+    message = gdal.GetLastErrorMsg() or ""
+    if not message and hasattr(gdal, "VSIFOpenExL"):
+        gdal.ErrorReset()
+        try:
+            handle = gdal.VSIFOpenExL(path, "rb", True)
+        except RuntimeError as exc:
+            handle, message = None, str(exc)
+        if handle is not None:
+            gdal.VSIFCloseL(handle)
+        message = message or gdal.GetLastErrorMsg() or ""
+    return False, message
 
 
 def _http_reason(message, path):
@@ -174,9 +195,10 @@ def check_output(output):
     OutputError
         One line naming the URL.
     """
-    gdal.ErrorReset()
-    gdal.VSIStatL(output)  # a HEAD of the key: refused or unreachable says so here
-    message = gdal.GetLastErrorMsg() or ""
+    # A HEAD of the key: refused or unreachable says so here; a missing key is fine.
+    found, message = _stat(output)
+    if not found and message and "HTTP response code" in message and ": 404" in message:
+        message = ""
     if message:
         raise OutputError(output, _http_reason(message, output))
     bucket = "/".join(output.split("/")[:3])

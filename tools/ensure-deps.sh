@@ -6,11 +6,13 @@ set -eu
 
 PY=/usr/bin/python3
 need=""
+optional=""  # installed where the system's archive has them (else their tests skip, saying why)
 want_moto=""
 # moto's S3 server for the object-storage tests (Debian has no python3-moto).
 MOTO_VENV=${MOTO_VENV:-/var/cache/streaming-mosaic/venv-moto}
 
 want_pkg() { need="$need $1"; }
+want_optional() { optional="$optional $1"; }
 has_module() { [ -x "$PY" ] && "$PY" -c "import $1" >/dev/null 2>&1; }
 has_cmd() { command -v "$1" >/dev/null 2>&1; }
 
@@ -34,6 +36,8 @@ for target in "$@"; do
             has_cmd nginx || [ -x /usr/sbin/nginx ] || want_pkg nginx-light
             [ -x /usr/bin/time ] || want_pkg time
             has_module distributed || want_pkg python3-distributed
+            has_module scipy || want_pkg python3-scipy
+            has_cmd otbcli_Mosaic || want_optional otb-bin
             want_moto=1 ;;
         bench)
             has_module rasterio || want_pkg python3-rasterio
@@ -55,8 +59,8 @@ install_moto() {
     "$MOTO_VENV/bin/pip" install -q "moto[server]" >/dev/null
 }
 
-[ -z "$need" ] && { install_moto; exit 0; }
-echo "ensure-deps: installing:$need" >&2
+[ -z "$need$optional" ] && { install_moto; exit 0; }
+echo "ensure-deps: installing:$need$optional" >&2
 if [ "$(id -u)" -eq 0 ]; then
     SUDO=""
 elif has_cmd sudo; then
@@ -68,6 +72,15 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 # shellcheck disable=SC2086
 $SUDO apt-get update -q >/dev/null
-# shellcheck disable=SC2086
-$SUDO apt-get install -y -q --no-install-recommends $need >/dev/null
+if [ -n "$need" ]; then
+    # shellcheck disable=SC2086
+    $SUDO apt-get install -y -q --no-install-recommends $need >/dev/null
+fi
+for pkg in $optional; do
+    if apt-cache show "$pkg" >/dev/null 2>&1; then
+        $SUDO apt-get install -y -q --no-install-recommends "$pkg" >/dev/null
+    else
+        echo "ensure-deps: $pkg is not in this system's archive; the tests that need it skip" >&2
+    fi
+done
 install_moto

