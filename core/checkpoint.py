@@ -40,7 +40,7 @@ def fingerprint(plan):
     """A JSON-able description of everything that decides the partial's bytes."""
     opts = plan.options
     co = {k: v for k, v in plan.creation_options.items() if k != "NUM_THREADS"}
-    print_ = {
+    identity = {
         "format": FORMAT,
         "inputs": [[s.path, list(s.bands), list(spec.bbox) if spec else None,
                     [list(f) for f in s.files]] for s, spec in zip(plan.sources, plan.specs)],
@@ -59,12 +59,12 @@ def fingerprint(plan):
     }
     if getattr(plan, "harmony", None) is not None:
         # The fitted coefficients: a resumed run reuses them (see harmonize.attach).
-        print_["harmonize"] = plan.harmony.to_json()
-    return print_
+        identity["harmonize"] = plan.harmony.to_json()
+    return identity
 
 
-def digest(print_):
-    return hashlib.sha256(json.dumps(print_, sort_keys=True).encode()).hexdigest()
+def digest(identity):
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
 def load(output):
@@ -105,13 +105,13 @@ def resume_point(journal, plan, output):
         f"run without RESUME to start over (this replaces {os.path.basename(partial_path(output))})")
 
 
-def _without_files(print_, indices):
+def _without_files(identity, indices):
     """A copy of the fingerprint with the file fingerprints of some inputs left out."""
-    inputs = [list(entry) for entry in print_.get("inputs", [])]
+    inputs = [list(entry) for entry in identity.get("inputs", [])]
     for i in indices:
         if i < len(inputs) and inputs[i]:
             inputs[i][-1] = None
-    return dict(print_, inputs=inputs)
+    return dict(identity, inputs=inputs)
 
 
 def _first_difference(old, new):
@@ -144,14 +144,14 @@ def _changed_file(old_files, new_files):
     return f": it no longer reads {gone[0]}" if gone else ""
 
 
-def write(output, print_, done, total, failed=()):
+def write(output, identity, done, total, failed=()):
     """Atomically record that the first ``done`` windows are durable.
 
     ``failed``: indices of the inputs whose read failed, stopping the run.
     """
     path = journal_path(output)
     tmp = path + ".tmp"
-    data = {"fingerprint": print_, "done": int(done), "total": int(total),
+    data = {"fingerprint": identity, "done": int(done), "total": int(total),
             "failed": list(failed), "version": CORE_VERSION}
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(data, fh)

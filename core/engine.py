@@ -145,11 +145,11 @@ def _plan_with_resume(options, output, log, cancel=None):
 def _write_all(plan, output, start, progress, cancel, log):
     """Render and write windows ``start..`` into the partial; returns nodata moves."""
     partial = checkpoint.partial_path(output)
-    print_ = checkpoint.fingerprint(plan)
+    identity = checkpoint.fingerprint(plan)
     total = len(plan.windows)
     executor = executors.make(plan)
     try:
-        box = _open_partial(plan, output, start, print_, executor.kind == "dask")
+        box = _open_partial(plan, output, start, identity, executor.kind == "dask")
         sink = executor.open_sink(partial, box)
     except BaseException:
         executor.close()
@@ -158,14 +158,14 @@ def _write_all(plan, output, start, progress, cancel, log):
     try:
         try:
             _drive(plan, executor, sink, state, progress, cancel,
-                   lambda done: _checkpoint(sink, output, print_, done, total))
+                   lambda done: _checkpoint(sink, output, identity, done, total))
         finally:
             executor.close()
-        _checkpoint(sink, output, print_, total, total)
+        _checkpoint(sink, output, identity, total, total)
         _closed(sink, partial)
         return state["moved"]
     except (Cancelled, KeyboardInterrupt, ClusterError) as exc:
-        _checkpoint(sink, output, print_, state["done"], total)
+        _checkpoint(sink, output, identity, state["done"], total)
         sink.close()
         if isinstance(exc, ClusterError):
             raise ClusterError(f"{exc}; the partial output and its checkpoint ({state['done']} "
@@ -191,7 +191,7 @@ def _write_all(plan, output, start, progress, cancel, log):
         raise
     except InputError as exc:
         _release(exc)
-        raise _kept_after_read_error(exc, sink, plan, output, print_, state) from None
+        raise _kept_after_read_error(exc, sink, plan, output, identity, state) from None
     except BaseException as exc:
         _release(exc)
         sink.close()
@@ -225,7 +225,7 @@ def _drive(plan, executor, sink, state, progress, cancel, sync):
             last_sync = time.monotonic()
 
 
-def _kept_after_read_error(exc, sink, plan, output, print_, state):
+def _kept_after_read_error(exc, sink, plan, output, identity, state):
     """Keep the windows written before an input failed to read, in a checkpoint that
     names the input, so RESUME continues once it is repaired; returns the error to raise.
 
@@ -236,7 +236,7 @@ def _kept_after_read_error(exc, sink, plan, output, print_, state):
     failed = [i for i, s in enumerate(plan.sources) if s.path == exc.path]
     done = state["done"]
     try:
-        _checkpoint(sink, output, print_, done, total, failed)
+        _checkpoint(sink, output, identity, done, total, failed)
     except (OutputError, OSError):
         done = state["durable"]  # the last checkpoint still holds
     sink.close()
@@ -248,7 +248,7 @@ def _kept_after_read_error(exc, sink, plan, output, print_, state):
                       f"the input and run again with RESUME, or delete {os.path.basename(partial)}*")
 
 
-def _open_partial(plan, output, start, print_, empty=False):
+def _open_partial(plan, output, start, identity, empty=False):
     """The partial GeoTIFF in a one-item list: reopened to resume, or new.
 
     ``empty``: every tile left absent (SPARSE_OK), for a sink that appends tiles.
@@ -276,7 +276,7 @@ def _open_partial(plan, output, start, print_, empty=False):
     box.append(writer.reopen(partial, plan))
     writer.flush(box[0], partial)
     checkpoint.fsync_file(partial)
-    checkpoint.write(output, print_, 0, len(plan.windows))
+    checkpoint.write(output, identity, 0, len(plan.windows))
     return box
 
 
@@ -297,9 +297,9 @@ def _closed(sink, partial):
         raise writer.output_error(partial, exc, "closing the output failed") from None
 
 
-def _checkpoint(sink, output, print_, done, total, failed=()):
+def _checkpoint(sink, output, identity, done, total, failed=()):
     sink.flush()
-    checkpoint.write(output, print_, done, total, failed)
+    checkpoint.write(output, identity, done, total, failed)
 
 
 def _finish(plan, output, progress, cancel, target=None):

@@ -76,7 +76,7 @@ def thread_config(config):
 
 
 @contextlib.contextmanager
-def thread_env(extra=None):
+def thread_env():
     """Apply the run's GDAL config options and a quiet error handler to this thread.
 
     Both are thread-local in GDAL, so this must be entered in every thread that
@@ -84,7 +84,7 @@ def thread_env(extra=None):
     """
     config = dict(NO_READDIR, **{k: v for k, v in HTTP_RETRY.items()
                                  if gdal.GetConfigOption(k) is None})
-    with thread_config(dict(config, **STRICT_READS, **(extra or {}))):
+    with thread_config(dict(config, **STRICT_READS)):
         gdal.PushErrorHandler("CPLQuietErrorHandler")
         try:
             yield

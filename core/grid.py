@@ -90,7 +90,7 @@ def same_crs(a, b):
                              "CRITERION=EQUIVALENT_EXCEPT_AXIS_ORDER_GEOGCRS"]))
 
 
-def footprints(infos, target):
+def footprints_of(infos, target):
     """Each input's :class:`Footprint` in the target CRS (no pixels read)."""
     result = []
     target_wkt = target.ExportToWkt() if target is not None else None
@@ -118,7 +118,7 @@ def footprints(infos, target):
 SNAP_TOLERANCE = 1e-3
 
 
-def _snap_resolutions(prints):
+def _snap_resolutions(footprints):
     """Give a reprojected input the pixel size of a native input within 0.1%.
 
     The warper suggests e.g. 9.99967 m for a 10 m tile of the neighbouring UTM
@@ -126,9 +126,9 @@ def _snap_resolutions(prints):
     would put every native 10 m tile on an off-round grid and resample it for
     nothing.
     """
-    native = {fp.res for fp in prints if fp.same_crs}
+    native = {fp.res for fp in footprints if fp.same_crs}
     snapped = []
-    for fp in prints:
+    for fp in footprints:
         if not fp.same_crs:
             for res in native:
                 if all(abs(a - b) <= SNAP_TOLERANCE * b for a, b in zip(fp.res, res)):
@@ -185,7 +185,7 @@ def compute(infos, options):
         For an extent that misses every input, or a grid GDAL cannot build.
     """
     target = target_srs(infos, options)
-    prints = footprints(infos, target)
+    footprints = footprints_of(infos, target)
     target_wkt = target.ExportToWkt() if target is not None else ""
     bounds = extent_in_target(options, target)
 
@@ -195,18 +195,8 @@ def compute(infos, options):
     # differ) and reprojected inputs take part with their suggested footprint.
     pixel = options.pixel_size if options.pixel_size and options.pixel_size > 0 else None
     mode = options.resolution
-    proxies = []
-    for fp in _representatives(prints, mode if pixel is None else "user"):
-        name = f"/vsimem/streaming_mosaic/{uuid.uuid4().hex}.vrt"
-        x0, y0, x1, y1 = fp.bounds
-        w = max(1, round((x1 - x0) / fp.res[0]))
-        h = max(1, round((y1 - y0) / fp.res[1]))
-        proxy = gdal.GetDriverByName("VRT").Create(name, w, h, 1, gdal.GDT_Byte)
-        proxy.SetGeoTransform((x0, fp.res[0], 0, y1, 0, -fp.res[1]))
-        if target_wkt:
-            proxy.SetProjection(target_wkt)
-        proxy = None
-        proxies.append(name)
+    proxies = [_proxy(fp, target_wkt)
+               for fp in _representatives(footprints, mode if pixel is None else "user")]
 
     kwargs = dict(bandList=[1], allowProjectionDifference=True, outputBounds=bounds)
     try:
@@ -220,46 +210,60 @@ def compute(infos, options):
         else:
             kwargs.update(xRes=pixel, yRes=pixel,
                           targetAlignedPixels=bool(options.target_aligned_pixels))
-        if bounds is None and "xRes" in kwargs and not all(fp.same_crs for fp in prints):
+        if bounds is None and "xRes" in kwargs and not all(fp.same_crs for fp in footprints):
             # With -tr, gdalwarp first rounds the union to whole pixels of the finest
             # suggested resolution: do the same so mixed-CRS grids match gdalwarp's.
-            kwargs["outputBounds"] = _warp_union(prints)
+            kwargs["outputBounds"] = _warp_union(footprints)
         gt, width, height = _build(proxies, kwargs, bounds is not None)
     finally:
         for name in proxies:
             unlink_quiet(name)
 
     grid = Grid(target_wkt, tuple(gt), width, height)
-    if bounds is not None and not any(grid.pixel_bbox(fp.bounds) for fp in prints):
+    if bounds is not None and not any(grid.pixel_bbox(fp.bounds) for fp in footprints):
         raise OptionError(flag("extent"),
                           f"{tuple(round(v, 6) for v in bounds)} does not overlap any input")
-    return grid, prints
+    return grid, footprints
 
 
-def _representatives(prints, mode):
+def _proxy(fp, target_wkt):
+    """A one-band /vsimem/ VRT with the footprint's bounds and resolution; returns its name."""
+    name = f"/vsimem/streaming_mosaic/{uuid.uuid4().hex}.vrt"
+    x0, y0, x1, y1 = fp.bounds
+    w = max(1, round((x1 - x0) / fp.res[0]))
+    h = max(1, round((y1 - y0) / fp.res[1]))
+    proxy = gdal.GetDriverByName("VRT").Create(name, w, h, 1, gdal.GDT_Byte)
+    proxy.SetGeoTransform((x0, fp.res[0], 0, y1, 0, -fp.res[1]))
+    if target_wkt:
+        proxy.SetProjection(target_wkt)
+    proxy = None
+    return name
+
+
+def _representatives(footprints, mode):
     """The footprints that decide the grid, so 10,000 inputs need not all be proxies.
 
     The union extent is set by the inputs reaching the four extremes; the highest
     and lowest resolutions by the inputs having them. Only the average of
     different resolutions needs every input.
     """
-    if mode == "average" and len({fp.res for fp in prints}) > 1:
-        return prints
+    if mode == "average" and len({fp.res for fp in footprints}) > 1:
+        return footprints
     keys = (lambda fp: fp.bounds[0], lambda fp: fp.bounds[1], lambda fp: -fp.bounds[2],
             lambda fp: -fp.bounds[3], lambda fp: fp.res[0], lambda fp: fp.res[1],
             lambda fp: -fp.res[0], lambda fp: -fp.res[1])
-    chosen = sorted({min(range(len(prints)), key=lambda i: key(prints[i])) for key in keys})
-    return [prints[i] for i in chosen]
+    chosen = sorted({min(range(len(footprints)), key=lambda i: key(footprints[i])) for key in keys})
+    return [footprints[i] for i in chosen]
 
 
-def _warp_union(prints):
+def _warp_union(footprints):
     """The footprints' union as gdalwarp makes it: whole pixels of the finest resolution."""
-    xmin = min(fp.bounds[0] for fp in prints)
-    ymax = max(fp.bounds[3] for fp in prints)
-    rx = min(fp.res[0] for fp in prints)
-    ry = min(fp.res[1] for fp in prints)
-    nx = int((max(fp.bounds[2] for fp in prints) - xmin) / rx + 0.5)
-    ny = int((ymax - min(fp.bounds[1] for fp in prints)) / ry + 0.5)
+    xmin = min(fp.bounds[0] for fp in footprints)
+    ymax = max(fp.bounds[3] for fp in footprints)
+    rx = min(fp.res[0] for fp in footprints)
+    ry = min(fp.res[1] for fp in footprints)
+    nx = int((max(fp.bounds[2] for fp in footprints) - xmin) / rx + 0.5)
+    ny = int((ymax - min(fp.bounds[1] for fp in footprints)) / ry + 0.5)
     return xmin, ymax - ny * ry, xmin + nx * rx, ymax
 
 

@@ -54,7 +54,7 @@ class Budget:
         return (self.cache + self.overhead + self.threads * (self.per_window + self.warp)
                 + (self.in_flight + 1) * self.out_window)
 
-    def describe(self):
+    def summary(self):
         text = (f"{self.total / MB:.0f} MB budget: GDAL cache {self.cache / MB:.0f} MB, "
                 f"{self.threads} thread(s) x {self.per_window / MB:.1f} MB window buffers "
                 f"({self.chunk}x{self.chunk} px windows)")

@@ -216,7 +216,7 @@ def make_plan(options, strict=True):
     bands = parse_bands(options.bands)
     sources, warnings = scan(options.inputs, bands, strict)
     sources = order_inputs(options.order, sources)
-    grid, prints = gridmod.compute(sources, options)
+    grid, footprints = gridmod.compute(sources, options)
 
     input_dtype = input_type(sources, options.data_type)
     out_dtype = output_dtype(method, input_dtype, options.data_type, len(sources))
@@ -230,7 +230,7 @@ def make_plan(options, strict=True):
     block = block_size(co_user, int(options.chunk_size or 0), (grid.width, grid.height))
     metas, notes = bandmeta.combine(sources, method, out_dtype, strict)
     warnings.extend(notes)
-    specs = _specs(sources, prints, grid, options.resampling, warnings)
+    specs = _specs(sources, footprints, grid, options.resampling, warnings)
     boxes = [s.bbox if s else None for s in specs]
     out_bands = band_count + (1 if options.add_alpha else 0)
     # HARMONIZE composites corrected values in float64.
@@ -245,13 +245,13 @@ def make_plan(options, strict=True):
     index = SourceIndex(windows, boxes, halo)
     raw = grid.width * grid.height * out_bands * np.dtype(out_dtype).itemsize
     co = creation_options(options, out_dtype, raw, block, budget.threads)
-    warnings.extend(_warnings(sources, prints, specs, co, raw, nodata_input))
+    warnings.extend(_warnings(sources, footprints, specs, co, raw, nodata_input))
     warnings.extend(_rounding_warnings(sources, specs, rule, out_dtype))
     if nodata_out is None and nodata_input is not None and method != "count":
         warnings.append(f"NODATA_INPUT {nodata_input:g} cannot be stored in the {out_dtype} "
                         "output: where no input is valid 0 is written, with no nodata flag; "
                         "set NODATA_OUTPUT")
-    return Plan(options, sources, grid, prints, specs, method, rule, band_count, input_dtype,
+    return Plan(options, sources, grid, footprints, specs, method, rule, band_count, input_dtype,
                 out_dtype, nodata_out, nodata_input, feather, halo, block, windows, index,
                 budget, co, warnings, metas)
 
@@ -280,14 +280,14 @@ def _budget(options, memory_mb, block, band_count, rule, input_dtype, out_dtype,
     return result
 
 
-def _specs(sources, prints, grid, resampling, warnings):
+def _specs(sources, footprints, grid, resampling, warnings):
     """Each input's read spec; inputs with a colour table are never resampled by
     blending (a bilinear mix of palette indices is another class): nearest instead."""
     nearest = set()
     if resampling in bandmeta.BLENDING:
         nearest = {s.index for s in bandmeta.paletted(sources)}
     specs = [build_spec(s, fp, grid, "nearest" if s.index in nearest else resampling)
-             for s, fp in zip(sources, prints)]
+             for s, fp in zip(sources, footprints)]
     forced = [s.name for s, spec in zip(sources, specs)
               if s.index in nearest and spec is not None and spec.kind != "direct"]
     if forced:
@@ -297,13 +297,13 @@ def _specs(sources, prints, grid, resampling, warnings):
     return specs
 
 
-def _warnings(sources, prints, specs, co, raw, nodata_input):
+def _warnings(sources, footprints, specs, co, raw, nodata_input):
     out = []
     crs = {s.crs_wkt for s in sources}
     if len(crs) > 1:
-        names = ", ".join(s.name for s, fp in zip(sources, prints) if not fp.same_crs)
+        names = ", ".join(s.name for s, fp in zip(sources, footprints) if not fp.same_crs)
         out.append(f"mixed CRS: {names} will be reprojected")
-    res = {(round(fp.res[0], 9), round(fp.res[1], 9)) for fp in prints}
+    res = {(round(fp.res[0], 9), round(fp.res[1], 9)) for fp in footprints}
     if len(res) > 1:
         out.append(f"inputs have {len(res)} different resolutions; they are resampled "
                    "to the output grid")
@@ -353,7 +353,7 @@ def summary_lines(plan):
         f"{plan.out_dtype}, CRS {crs}, pixel {g.res[0]:.10g} x {g.res[1]:.10g}",
         f"method {plan.method}; {len(plan.windows)} window(s) of {plan.budget.chunk} px; "
         f"{plan.threads} thread(s)",
-        f"memory: {plan.budget.describe()}",
+        f"memory: {plan.budget.summary()}",
         f"expected output size: {low / MB:,.0f}-{high / MB:,.0f} MB "
         f"({plan.creation_options.get('COMPRESS')})",
     ]

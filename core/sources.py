@@ -170,49 +170,14 @@ def _damage_reports():
 def _describe_open(index, path, ds, bands):
     if ds.RasterCount == 0:
         raise InputError(path, "has no raster bands")
-    gt = tuple(ds.GetGeoTransform(can_return_null=True) or ())
-    if not gt:
-        raise InputError(path, "has no georeferencing (no geotransform)")
-    if gt[2] != 0 or gt[4] != 0:
-        raise InputError(path, "has a rotated or sheared geotransform; warp it north-up first")
-    if gt[1] <= 0 or gt[5] == 0:
-        raise InputError(path, "has an invalid pixel size in its geotransform")
-    if gt[5] > 0:
-        raise InputError(path, "is south-up (positive pixel height); warp it north-up first")
-
-    alpha = 0
-    for b in range(1, ds.RasterCount + 1):
-        if ds.GetRasterBand(b).GetColorInterpretation() == gdal.GCI_AlphaBand:
-            alpha = b
-    if bands is None:
-        selected = tuple(b for b in range(1, ds.RasterCount + 1) if b != alpha)
-        if not selected:
-            raise InputError(path, "has only an alpha band")
-    else:
-        for b in bands:
-            if b > ds.RasterCount:
-                raise InputError(path, f"has no band {b} (it has {ds.RasterCount}); "
-                                 "check BANDS")
-            if b == alpha:
-                raise InputError(path, f"band {b} is its alpha band, used as the mask; "
-                                 "leave it out of BANDS")
-        selected = tuple(bands)
-
-    dtypes = []
-    nodata = []
-    metas = []
+    gt = _north_up_geotransform(path, ds)
+    alpha, selected = _selected_bands(path, ds, bands)
+    dtypes, nodata, metas = [], [], []
     units = bandmeta.tiff_units(path)
     per_dataset = per_band = alpha_mask = False
     for b in selected:
         band = ds.GetRasterBand(b)
-        code = gdal_array.GDALTypeCodeToNumericTypeCode(band.DataType)
-        dtype = np.dtype(code) if code is not None else None
-        if dtype is None or dtype not in SUPPORTED:
-            raise InputError(path, f"band {b} has type {gdal.GetDataTypeName(band.DataType)}, "
-                             "which the mosaic does not support")
-        if dtype == np.uint8 and band.GetMetadataItem("PIXELTYPE", "IMAGE_STRUCTURE") == "SIGNEDBYTE":
-            dtype = np.dtype("int8")
-        dtypes.append(dtype)
+        dtypes.append(_band_dtype(path, band, b))
         nodata.append(band_nodata(band))
         metas.append(bandmeta.read(band, b, units))
         flags = band.GetMaskFlags()
@@ -236,6 +201,52 @@ def _describe_open(index, path, ds, bands):
         band_count=ds.RasterCount, bands=selected, alpha_band=alpha, dtype=np.result_type(*dtypes).name,
         nodata=tuple(nodata), mask_per_dataset=per_dataset, mask_per_band=per_band,
         files=files_read(path, ds), band_meta=tuple(metas), alpha_mask=alpha_mask)
+
+
+def _north_up_geotransform(path, ds):
+    """The dataset's geotransform; refused unless north-up with a valid pixel size."""
+    gt = tuple(ds.GetGeoTransform(can_return_null=True) or ())
+    if not gt:
+        raise InputError(path, "has no georeferencing (no geotransform)")
+    if gt[2] != 0 or gt[4] != 0:
+        raise InputError(path, "has a rotated or sheared geotransform; warp it north-up first")
+    if gt[1] <= 0 or gt[5] == 0:
+        raise InputError(path, "has an invalid pixel size in its geotransform")
+    if gt[5] > 0:
+        raise InputError(path, "is south-up (positive pixel height); warp it north-up first")
+    return gt
+
+
+def _selected_bands(path, ds, bands):
+    """(alpha band number or 0, the data bands BANDS selects: all but the alpha by default)."""
+    alpha = 0
+    for b in range(1, ds.RasterCount + 1):
+        if ds.GetRasterBand(b).GetColorInterpretation() == gdal.GCI_AlphaBand:
+            alpha = b
+    if bands is None:
+        selected = tuple(b for b in range(1, ds.RasterCount + 1) if b != alpha)
+        if not selected:
+            raise InputError(path, "has only an alpha band")
+        return alpha, selected
+    for b in bands:
+        if b > ds.RasterCount:
+            raise InputError(path, f"has no band {b} (it has {ds.RasterCount}); check BANDS")
+        if b == alpha:
+            raise InputError(path, f"band {b} is its alpha band, used as the mask; "
+                             "leave it out of BANDS")
+    return alpha, tuple(bands)
+
+
+def _band_dtype(path, band, number):
+    """The numpy type of a band (GDAL's signed-byte flag honoured); refused if unsupported."""
+    code = gdal_array.GDALTypeCodeToNumericTypeCode(band.DataType)
+    dtype = np.dtype(code) if code is not None else None
+    if dtype is None or dtype not in SUPPORTED:
+        raise InputError(path, f"band {number} has type {gdal.GetDataTypeName(band.DataType)}, "
+                         "which the mosaic does not support")
+    if dtype == np.uint8 and band.GetMetadataItem("PIXELTYPE", "IMAGE_STRUCTURE") == "SIGNEDBYTE":
+        dtype = np.dtype("int8")
+    return dtype
 
 
 def describe_all(paths, bands=None):

@@ -95,3 +95,42 @@ def test_block_size(co, chunk, size, expected):
 def test_block_size_refuses_a_block_not_a_multiple_of_16():
     with pytest.raises(OptionError, match="BLOCKXSIZE"):
         block_size({"BLOCKXSIZE": "100"}, 0, (1000, 1000))
+
+
+def _budget(memory_mb, **kw):
+    from streaming_mosaic.core.composite import RULES
+    from streaming_mosaic.core.memory import plan_budget
+    args = dict(threads=2, block=256, bands=3, rule=RULES["last"], input_dtype="uint16",
+                out_dtype="uint16", grid_size=(20000, 20000))
+    args.update(kw)
+    return plan_budget(memory_mb, **args)
+
+
+def test_the_budget_fits_its_estimate_and_grows_windows_with_memory():
+    small, large = _budget(64), _budget(1024)
+    for budget in (small, large):
+        assert budget.fits and budget.estimated_peak <= budget.total
+        assert budget.chunk % 256 == 0 and budget.in_flight == budget.threads + 1
+    assert small.chunk < large.chunk <= 2048
+
+
+def test_the_budget_drops_threads_before_refusing_and_says_when_nothing_fits():
+    tight = _budget(24, threads=8)
+    assert tight.threads < 8
+    assert not _budget(16, threads=1, bands=64, input_dtype="float64",
+                       out_dtype="float64").fits
+
+
+def test_deep_stacks_and_halos_cost_memory():
+    from streaming_mosaic.core.composite import RULES
+    flat = _budget(256, rule=RULES["median"], depth=lambda side: 2)
+    deep = _budget(256, rule=RULES["median"], depth=lambda side: 200)
+    assert (deep.depth, flat.depth) == (200, 2) and deep.chunk < flat.chunk
+    assert _budget(256, rule=RULES["feather"], halo=64).per_window > \
+        _budget(256, rule=RULES["feather"]).per_window
+
+
+def test_smallest_budget_is_the_threshold():
+    from streaming_mosaic.core.memory import smallest_budget_mb
+    assert smallest_budget_mb(lambda mb: mb >= 1000, 16) == 1000
+    assert smallest_budget_mb(lambda mb: True, 300) == 300
