@@ -153,6 +153,11 @@ def test_other_layouts_and_methods(tiles, cluster, tmp_path, extra):
     same(remote, read(local))
 
 
+# Known defect (issue 15 stays open): once, on GDAL 3.13 with the machine loaded by three
+# test suites at once, the run after a killed worker finished with some pixels different
+# from the local engine's; 3 reruns there and every run on GDAL 3.6 and 3.10 were identical.
+# Kept running (not skipped) so each run reports XPASS or XFAIL until it is understood.
+@pytest.mark.xfail(strict=False, reason="issue 15: rare pixel difference after a killed worker")
 def test_a_worker_killed_mid_run_changes_no_pixel(tiles, reference, own_cluster, tmp_path):
     out = tmp_path / "out.tif"
     killed = []
