@@ -33,6 +33,7 @@ for target in "$@"; do
             has_module rasterio || want_pkg python3-rasterio
             has_module ensurepip || want_pkg python3-venv
             has_module setuptools || want_pkg python3-setuptools
+            has_module wheel || want_pkg python3-wheel
             has_cmd nginx || [ -x /usr/sbin/nginx ] || want_pkg nginx-light
             [ -x /usr/bin/time ] || want_pkg time
             has_module distributed || want_pkg python3-distributed
