@@ -36,6 +36,7 @@ import os
 import platform
 import shutil
 import sys
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -425,7 +426,8 @@ def main(argv=None):
     parser.add_argument("--memory-mb", type=int, default=256,
                         help="MEMORY_MB for our CLI and GDAL_CACHEMAX for GDAL (default 256)")
     parser.add_argument("--repeats", type=int, help="override the rounds of every case")
-    parser.add_argument("--only", help="comma-separated cases: size names, many, mixed, dask")
+    parser.add_argument("--only", help="comma-separated cases: size names, many, mixed, dask, "
+                        "harmonize")
     parser.add_argument("--noise", type=float, default=0.002,
                         help="noise of the synthetic field (0.002: ~2x LZW compression)")
     parser.add_argument("--keep", action="store_true", help="keep every output in bench/out/runs")
@@ -450,6 +452,9 @@ def main(argv=None):
 
     if wanted("dask"):
         _dask_case(bench, args)
+
+    if wanted("harmonize"):
+        _harmonize_case(bench)
 
     res = bench.results
     res.update(finished=datetime.datetime.now().isoformat(timespec="seconds"),
@@ -482,6 +487,21 @@ def _dask_case(bench, args):
     bench.results["dask"] = res
     if not res["identical"]:
         bench.failures.append("dask: local:2 output differs from the local engine's")
+
+
+def _harmonize_case(bench):
+    """HARMONIZE none / gain / linear against OTB Mosaic band/rmse (tools/harmony_picture.py)."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import harmony_picture
+    folder = tempfile.mkdtemp(prefix="bench-harmonize-")
+    try:
+        rows, _ = harmony_picture.measure(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print(harmony_picture.markdown(rows), flush=True)
+    bench.results["harmonize"] = rows
+    if not any(r["name"].startswith("OTB") for r in rows):
+        bench.notes.append("harmonize case: otbcli_Mosaic not installed, OTB row missing")
 
 
 def _git():

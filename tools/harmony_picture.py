@@ -20,31 +20,41 @@ import matplotlib.pyplot as plt  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from harmony_data import biased_tiles, relative_rmse, seam_ratio  # noqa: E402
+from links import package_link  # noqa: E402
 
 OTB = "/usr/bin/otbcli_Mosaic"
 
 
-def timed(cmd):
+def timed(cmd, env=None):
     """Run under /usr/bin/time; return (seconds, peak MB)."""
     started = time.monotonic()
-    proc = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True)
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True,
+                          env=env)
     if proc.returncode:
         raise SystemExit(proc.stderr[-2000:])
     return time.monotonic() - started, int(proc.stderr.strip().splitlines()[-1]) / 1024
 
 
-def main():
-    folder = tempfile.mkdtemp(prefix="harmonize-")
+def measure(folder):
+    """Run none / gain / linear (feather) and OTB's band/rmse on the biased tiles.
+
+    Returns
+    -------
+    (rows, results)
+        ``rows``: one dict per run (name, rmse_pct, seam_ratio, seconds, peak_mb);
+        ``results``: {name: (seconds, peak MB, array)}.
+    """
     tiles = biased_tiles(folder, seed=11, grid=(4, 4), tile=(700, 560), overlap=120, bands=1)
     field, rects = tiles["field"], tiles["rects"]
     h, w = field.shape[1:]
+    env = dict(os.environ, PYTHONPATH=package_link(os.path.join(folder, "pkg")))
     results = {}
     for name, args in (("none", ["--method", "feather"]),
                        ("gain", ["--method", "feather", "--harmonize", "gain"]),
                        ("linear", ["--method", "feather", "--harmonize", "linear"])):
         out = os.path.join(folder, f"{name}.tif")
         results[name] = timed([sys.executable, "-m", "streaming_mosaic", *tiles["paths"],
-                               "-o", out, "--quiet", "--memory-mb", "256", *args])
+                               "-o", out, "--quiet", "--memory-mb", "256", *args], env)
         results[name] += (gdal.Open(out).ReadAsArray()[None],)
     if os.path.exists(OTB):
         out = os.path.join(folder, "otb.tif")
@@ -54,12 +64,26 @@ def main():
         cut = gdal.Translate("/vsimem/otb.tif", out, projWin=(500000, 5000000, 500000 + w * 10,
                                                              5000000 - h * 10))
         results["OTB band/rmse"] = (secs, mb, cut.ReadAsArray()[None])
-    print("| run (feather) | RMSE vs field | seam ratio | time s | peak MB |")
-    print("|---|---|---|---|---|")
+    rows = []
     for name, (secs, mb, arr) in results.items():
         valid = arr != 0
-        print(f"| {name} | {100 * max(relative_rmse(arr, field, valid)):.2f} % | "
-              f"{seam_ratio(arr, field, rects):.2f} | {secs:.1f} | {mb:.0f} |")
+        rows.append(dict(name=name, rmse_pct=100 * max(relative_rmse(arr, field, valid)),
+                         seam_ratio=seam_ratio(arr, field, rects), seconds=secs, peak_mb=mb))
+    return rows, results
+
+
+def markdown(rows):
+    """The comparison as a Markdown table."""
+    lines = ["| run (feather) | RMSE vs field | seam ratio | time s | peak MB |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['name']} | {r['rmse_pct']:.2f} % | {r['seam_ratio']:.2f} | "
+              f"{r['seconds']:.1f} | {r['peak_mb']:.0f} |" for r in rows]
+    return "\n".join(lines)
+
+
+def main():
+    rows, results = measure(tempfile.mkdtemp(prefix="harmonize-"))
+    print(markdown(rows))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     for ax, name, title in ((axes[0], "none", "feather only"),
                             (axes[1], "linear", "feather + HARMONIZE=linear")):
