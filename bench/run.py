@@ -427,7 +427,7 @@ def main(argv=None):
                         help="MEMORY_MB for our CLI and GDAL_CACHEMAX for GDAL (default 256)")
     parser.add_argument("--repeats", type=int, help="override the rounds of every case")
     parser.add_argument("--only", help="comma-separated cases: size names, many, mixed, dask, "
-                        "harmonize")
+                        "harmonize, composites")
     parser.add_argument("--noise", type=float, default=0.002,
                         help="noise of the synthetic field (0.002: ~2x LZW compression)")
     parser.add_argument("--keep", action="store_true", help="keep every output in bench/out/runs")
@@ -455,6 +455,9 @@ def main(argv=None):
 
     if wanted("harmonize"):
         _harmonize_case(bench)
+
+    if wanted("composites"):
+        _composite_case(bench, args)
 
     res = bench.results
     res.update(finished=datetime.datetime.now().isoformat(timespec="seconds"),
@@ -487,6 +490,16 @@ def _dask_case(bench, args):
     bench.results["dask"] = res
     if not res["identical"]:
         bench.failures.append("dask: local:2 output differs from the local engine's")
+
+
+def _composite_case(bench, args):
+    """METHOD median and percentile on a deep stack (bench/composite_case.py)."""
+    import composite_case
+    rows = composite_case.run_case(memory_mb=args.memory_mb)
+    print(composite_case.markdown(rows), flush=True)
+    bench.results["composites"] = rows
+    if not rows[0]["identical_to_numpy"]:
+        bench.failures.append("composites: the median differs from numpy's nanmedian")
 
 
 def _harmonize_case(bench):
