@@ -24,11 +24,6 @@ from .progress import WINDOWS_SHARE, Progress
 from .runmemory import RunMemory, peak_rss_mb
 from .runmemory import describe as describe_memory
 
-try:
-    import resource
-except ImportError:  # Windows
-    resource = None
-
 
 @dataclasses.dataclass
 class Result:
@@ -125,16 +120,17 @@ def run(options, progress=None, cancel=None, log=None):
 
 def _plan_with_resume(options, output, log, cancel=None):
     plan = make_plan(options)
-    if not options.resume:
-        return harmonize.attach(plan, None, log, cancel), 0
-    journal = checkpoint.load(output)
-    if journal is None or not os.path.exists(checkpoint.partial_path(output)):
+    journal = checkpoint.load(output) if options.resume else None
+    if options.resume and (journal is None
+                           or not os.path.exists(checkpoint.partial_path(output))):
         log("RESUME: no checkpoint found for this output; starting from the beginning")
+        journal = None
+    if journal is None:
         return harmonize.attach(plan, None, log, cancel), 0
     chunk = journal["fingerprint"].get("chunk")
     if not options.chunk_size and chunk and chunk != plan.budget.chunk:
         plan = make_plan(dataclasses.replace(options, chunk_size=chunk))
-    harmonize.attach(plan, journal, log, cancel)
+    plan = harmonize.attach(plan, journal, log, cancel)
     done, note = checkpoint.resume_point(journal, plan, output)
     if note:
         log(note)

@@ -12,8 +12,9 @@ import struct
 import threading
 
 _KEY_TAGS = (34735, 34736, 34737)  # GeoKeyDirectory, GeoDoubleParams, GeoAsciiParams
-_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8,
-               16: 8, 17: 8, 18: 8}
+# Bytes of one value of each TIFF field type (BigTIFF's LONG8, SLONG8, IFD8 included).
+TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8,
+              16: 8, 17: 8, 18: 8}
 _cache = {}
 _lock = threading.Lock()
 
@@ -57,7 +58,7 @@ def raw_tags(path, tags):
                 tag, kind, n, value = struct.unpack_from(order + entry_fmt, entries, i * entry_size)
                 if tag not in tags:
                     continue
-                length = n * _TYPE_SIZES.get(kind, 0)
+                length = n * TYPE_SIZES.get(kind, 0)
                 if length == 0 or length > 1 << 20:
                     return None
                 if length <= inline:

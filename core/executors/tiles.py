@@ -23,13 +23,12 @@ import numpy as np
 from osgeo import gdal
 
 from ..errors import OutputError
+from ..geokeys import TYPE_SIZES
 
 TILE_OFFSETS, TILE_BYTE_COUNTS = 324, 325
 _TAGS = {256: "width", 257: "height", 277: "samples", 284: "planar", 322: "tile_w",
          323: "tile_h", TILE_OFFSETS: "offsets", TILE_BYTE_COUNTS: "counts"}
 _FORMATS = {3: "H", 4: "I", 16: "Q"}  # SHORT, LONG, LONG8
-_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8,
-               16: 8, 17: 8, 18: 8}
 # Codecs whose tiles depend on tables kept in the directory (JPEGTables): not movable.
 UNMOVABLE = ("JPEG",)
 
@@ -59,7 +58,7 @@ class Layout:
             if tag in (TILE_OFFSETS, TILE_BYTE_COUNTS):
                 if kind not in _FORMATS:
                     raise ValueError(f"tile array of TIFF type {kind}")
-                inline = n * _TYPE_SIZES[kind] <= self.inline
+                inline = n * TYPE_SIZES[kind] <= self.inline
                 where = start + i * entry_size + entry_size - self.inline if inline else \
                     struct.unpack(self.order + ("Q" if big else "I"), value)[0]
                 setattr(self, _TAGS[tag], (_FORMATS[kind], n, where))
