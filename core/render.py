@@ -115,7 +115,7 @@ def _render_stacked(plan, window, ctx, acc, ids):
     """
     x0, y0, x1, _ = window.bounds
     rows = plan.budget.stack_rows or window.h
-    q = getattr(plan.options, "percentile", 50.0)
+    q = plan.options.percentile
     for r0 in range(0, window.h, rows):
         r1 = min(r0 + rows, window.h)
         shape = (plan.band_count, r1 - r0, window.w)
