@@ -18,10 +18,8 @@ import os
 
 from osgeo import gdal
 
-from .gdalenv import GdalFailure, open_readonly
+from .gdalenv import NETWORK, GdalFailure, open_readonly  # noqa: F401 (NETWORK re-exported)
 
-NETWORK = ("/vsicurl/", "/vsis3/", "/vsigs/", "/vsiaz/", "/vsiadls/", "/vsioss/",
-           "/vsiswift/", "/vsiwebhdfs/", "/vsihdfs/")
 ARCHIVES = ("/vsizip/", "/vsitar/", "/vsigzip/", "/vsi7z/", "/vsirar/")
 ARCHIVE_EXTENSIONS = (".zip", ".kmz", ".tar", ".tgz", ".tar.gz", ".gz", ".7z", ".rar")
 
@@ -29,7 +27,7 @@ ARCHIVE_EXTENSIONS = (".zip", ".kmz", ".tar", ".tgz", ".tar.gz", ".gz", ".7z", "
 MAX_DEPTH = 16
 
 
-def files_read(path, ds):
+def files_read(path, ds, etag=None):
     """Fingerprints of every file the open dataset ``ds`` (opened from ``path``) reads.
 
     Parameters
@@ -38,6 +36,9 @@ def files_read(path, ds):
         The name the input was opened with.
     ds : gdal.Dataset
         The open input.
+    etag : str, optional
+        The input's ETag when already known (:func:`.storage.check_input`): a network
+        input is then not asked again.
 
     Returns
     -------
@@ -50,7 +51,8 @@ def files_read(path, ds):
         if own[1] >= 0:  # a plain file (else e.g. GTIFF_DIR:2:f.tif)
             return (own,)
     seen = {}
-    _collect(_listed(path, ds), seen, {absolute(path)}, 0)
+    known = {} if etag is None else {absolute(path): etag}
+    _collect(_listed(path, ds), seen, {absolute(path)}, 0, known)
     return tuple(seen.values())
 
 
@@ -62,22 +64,22 @@ def _listed(path, ds):
     return names
 
 
-def _collect(names, seen, expanded, depth):
+def _collect(names, seen, expanded, depth, known=None):
     for name in names:
         name = absolute(name)
         if name in seen:
             continue
-        seen[name] = stat(name)
+        seen[name] = stat(name, (known or {}).get(name))
         container = _archive(name)
         if container:
-            _collect([container], seen, expanded, depth)
+            _collect([container], seen, expanded, depth, known)
         if name.lower().endswith(".vrt") and name not in expanded and depth < MAX_DEPTH:
             expanded.add(name)
             try:
                 nested = open_readonly(name)
             except GdalFailure:
                 continue  # the run reports an unreadable source when it reads it
-            _collect(_listed(name, nested), seen, expanded, depth + 1)
+            _collect(_listed(name, nested), seen, expanded, depth + 1, known)
             nested = None
 
 
@@ -92,8 +94,9 @@ def absolute(name):
     return name if name.startswith("/vsi") else os.path.abspath(name)
 
 
-def stat(name):
-    """``(name, size, mtime_ns, etag)`` of one file; size -1 when it cannot be stat'ed."""
+def stat(name, etag=None):
+    """``(name, size, mtime_ns, etag)`` of one file; size -1 when it cannot be stat'ed.
+    ``etag``: the file's ETag when already known."""
     if not name.startswith("/vsi"):
         try:
             st = os.stat(name)
@@ -103,7 +106,7 @@ def stat(name):
     st = gdal.VSIStatL(name)
     if st is None:
         return (name, -1, 0, "")
-    return (name, st.size, int(st.mtime) * 10**9, _etag(name))
+    return (name, st.size, int(st.mtime) * 10**9, _etag(name) if etag is None else etag)
 
 
 def _etag(name):
@@ -113,6 +116,11 @@ def _etag(name):
         headers = gdal.GetFileMetadata(name, "HEADERS") or {}
     except RuntimeError:
         return ""
+    return etag_of(headers)
+
+
+def etag_of(headers):
+    """The ETag among HTTP ``headers`` (a dict), or ""."""
     for key, value in headers.items():
         if key.lower() == "etag":
             return value

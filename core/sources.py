@@ -121,7 +121,7 @@ def describe(index, path, bands=None):
         raise InputError("(empty name)", "an input has no file name")
     if os.path.isdir(path):
         raise InputError(path, "is a folder, not a raster file")
-    check_input(path)  # a remote input: one HEAD, and a clear line when refused
+    etag = check_input(path)  # a remote input: one HEAD, and a clear line when refused
     with _damage_reports() as damage:
         try:
             ds = open_readonly(path)
@@ -130,7 +130,7 @@ def describe(index, path, bands=None):
                 raise InputError(path, "file does not exist") from None
             raise InputError(path, f"not a raster GDAL can read ({exc})") from None
         try:
-            info = _describe_open(index, path, ds, bands)
+            info = _describe_open(index, path, ds, bands, etag)
         except RuntimeError as exc:  # GDAL's exception mode: a failure while reading the header
             damage.append(str(exc))
         finally:
@@ -167,7 +167,7 @@ def _damage_reports():
         gdal.PopErrorHandler()
 
 
-def _describe_open(index, path, ds, bands):
+def _describe_open(index, path, ds, bands, etag=None):
     if ds.RasterCount == 0:
         raise InputError(path, "has no raster bands")
     gt = _north_up_geotransform(path, ds)
@@ -200,7 +200,7 @@ def _describe_open(index, path, ds, bands):
         geotransform=gt, crs_wkt=cached_crs_wkt(path, crs_of_dataset),
         band_count=ds.RasterCount, bands=selected, alpha_band=alpha, dtype=np.result_type(*dtypes).name,
         nodata=tuple(nodata), mask_per_dataset=per_dataset, mask_per_band=per_band,
-        files=files_read(path, ds), band_meta=tuple(metas), alpha_mask=alpha_mask)
+        files=files_read(path, ds, etag), band_meta=tuple(metas), alpha_mask=alpha_mask)
 
 
 def _north_up_geotransform(path, ds):

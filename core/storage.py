@@ -26,7 +26,7 @@ from osgeo import gdal
 
 from .errors import InputError, OptionError, OutputError
 from .gdalenv import GdalFailure, check_status, thread_config
-from .inputfiles import NETWORK
+from .inputfiles import NETWORK, etag_of
 from .options import flag
 
 SCHEMES = (("s3://", "/vsis3/"), ("gs://", "/vsigs/"), ("az://", "/vsiaz/"),
@@ -155,11 +155,31 @@ def _http_reason(message, path):
 
 
 def check_input(path):
-    """Raise :class:`InputError` with one line when a network input cannot be read."""
-    if is_network(path):
-        problem = remote_problem(path)
-        if problem:
-            raise InputError(path, problem)
+    """Raise :class:`InputError` with one line when a network input cannot be read.
+
+    Returns
+    -------
+    str or None
+        A network input's ETag ("" when the server sends none), None for other paths.
+        Its HEAD request is the only one: GDAL keeps the answer for the stat and the
+        open that follow.
+    """
+    if not is_network(path):
+        return None
+    gdal.PushErrorHandler("CPLQuietErrorHandler")  # a failure is reported below, in one line
+    try:
+        headers = gdal.GetFileMetadata(path, "HEADERS")
+    except RuntimeError:
+        headers = None
+    finally:
+        gdal.PopErrorHandler()
+    if headers:
+        return etag_of(headers)
+    gdal.VSICurlPartialClearCache(path)  # the failure is asked again, for its message
+    problem = remote_problem(path)
+    if problem:
+        raise InputError(path, problem)
+    return None
 
 
 def work_path(output, work_folder=None):

@@ -27,3 +27,14 @@ for path in reversed(TEST_PATHS):
 def pkg_parent():
     """Folder holding the ``streaming_mosaic`` link (for QGIS_PLUGINPATH)."""
     return PKG_PARENT
+
+
+@pytest.fixture(scope="module")
+def nginx(tmp_path_factory):
+    """nginx serving a fresh folder on 127.0.0.1 (tools/loopback.py), stopped after the module."""
+    from loopback import Nginx
+    if not Nginx.available():
+        pytest.fail("nginx is missing: run tools/ensure-deps.sh test")
+    server = Nginx(tmp_path_factory.mktemp("nginx")).start()
+    yield server
+    server.stop()

@@ -1,95 +1,27 @@
 """Object storage against real servers on 127.0.0.1: nginx for HTTP range reads, moto's S3
-server for s3:// inputs and outputs. Both are started here on a free port and stopped after;
+server for s3:// inputs and outputs. Both are started on a free port (nginx by the fixture in
+tests/conftest.py, with tools/loopback.py) and stopped after;
 tools/ensure-deps.sh `test` installs them (nginx-light, and moto in a venv)."""
 
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
 
 import numpy as np
 import pytest
+from loopback import GUARD_SECONDS, free_port, stop, wait_until_up
 from osgeo import gdal
 
 from helpers import PYTHON, read, run_cli, tile_set, vrt_reference
 from streaming_mosaic import mosaic
 from streaming_mosaic.core import storage
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 MOTO_VENV = os.environ.get("MOTO_VENV", "/var/cache/streaming-mosaic/venv-moto")
-GUARD_SECONDS = 120  # only to stop a hung child or server; nothing asserts on time
 ARGS = ("--chunk", "256", "--threads", "1", "--checkpoint-seconds", "0")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_up(port, proc):
-    deadline = time.monotonic() + GUARD_SECONDS
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"the server exited with status {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"no server on 127.0.0.1:{port}")
-
-
-def stop(proc):
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-class Nginx:
-    """nginx serving DATA on 127.0.0.1:PORT, /secret/ denied (403)."""
-
-    def __init__(self, root):
-        self.root, self.data, self.port = root, root / "data", free_port()
-        (self.data / "secret").mkdir(parents=True)
-        temp = root / "temp"
-        temp.mkdir()
-        (root / "nginx.conf").write_text(
-            f"daemon off; worker_processes 1; pid {root}/nginx.pid; error_log {root}/error.log;\n"
-            # As root the workers would run as nobody, who cannot read pytest's folders.
-            + ("user root;\n" if os.geteuid() == 0 else "")
-            + "events { worker_connections 64; }\nhttp {\n"
-            f"  access_log {root}/access.log;\n"
-            + "".join(f"  {k}_temp_path {temp}/{k};\n"
-                      for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-            + f"  server {{ listen 127.0.0.1:{self.port}; root {self.data};\n"
-            "    location /secret/ { deny all; } }\n}\n")
-        self.start()
-
-    def start(self):
-        self.proc = subprocess.Popen([NGINX, "-e", f"{self.root}/error.log", "-p", str(self.root),
-                                      "-c", f"{self.root}/nginx.conf"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until_up(self.port, self.proc)
-
-    def url(self, name):
-        return f"http://127.0.0.1:{self.port}/{name}"
-
-
-@pytest.fixture(scope="module")
-def nginx(tmp_path_factory):
-    if not os.path.exists(NGINX):
-        pytest.fail("nginx is missing: run tools/ensure-deps.sh test")
-    server = Nginx(tmp_path_factory.mktemp("nginx"))
-    yield server
-    stop(server.proc)
 
 
 @pytest.fixture(scope="module")
@@ -147,8 +79,8 @@ def tiles(tmp_path_factory, nginx, s3):
     paths = tile_set(folder, seed=21, grid=(2, 2), size=(1400, 1300), overlap=100, bands=2)
     names = [os.path.basename(p) for p in paths]
     for path, name in zip(paths, names):
-        shutil.copy(path, nginx.data / name)
-        shutil.copy(path, nginx.data / "secret" / name)
+        shutil.copy(path, os.path.join(nginx.data, name))
+        shutil.copy(path, os.path.join(nginx.data, "secret", name))
         with open(path, "rb") as fh:
             put(f"{s3['base']}/tiles/{name}", fh.read())
     return {"paths": paths, "names": names, "ref": vrt_reference(paths, folder / "ref.tif"),
@@ -340,7 +272,7 @@ def test_the_server_stopped_mid_run_exits_2_keeps_the_partial_and_resume_finishe
     while not (os.path.exists(journal) and '"done": 3' in open(journal).read()):
         assert child.poll() is None and time.monotonic() < deadline, child.stderr.read()
         time.sleep(0.005)
-    stop(nginx.proc)
+    nginx.stop()
     try:
         _, stderr = child.communicate(timeout=GUARD_SECONDS)
     finally:
