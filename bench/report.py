@@ -235,6 +235,8 @@ def markdown(res, chart):
                 over = b["rss_mb"] - b["memory_mb"] - res.get("baseline_mb", 0)
                 lines.append(f"| {b['case']} | {b['memory_mb']} | {b['wall']:.2f} | "
                              f"{b['rss_mb']:.0f} | {over:+.0f} MB | {describe(b['compare'])} |")
+    for section in res.get("sections", []):  # cases that write their own (remote)
+        lines += ["", section]
     for note in res.get("notes", []):
         lines += ["", f"Note: {note}"]
     if res.get("failures"):

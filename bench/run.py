@@ -427,7 +427,7 @@ def main(argv=None):
                         help="MEMORY_MB for our CLI and GDAL_CACHEMAX for GDAL (default 256)")
     parser.add_argument("--repeats", type=int, help="override the rounds of every case")
     parser.add_argument("--only", help="comma-separated cases: size names, many, mixed, dask, "
-                        "harmonize, composites")
+                        "harmonize, composites, remote")
     parser.add_argument("--noise", type=float, default=0.002,
                         help="noise of the synthetic field (0.002: ~2x LZW compression)")
     parser.add_argument("--keep", action="store_true", help="keep every output in bench/out/runs")
@@ -458,6 +458,9 @@ def main(argv=None):
 
     if wanted("composites"):
         _composite_case(bench, args)
+
+    if wanted("remote"):
+        _remote_case(bench, args)
 
     res = bench.results
     res.update(finished=datetime.datetime.now().isoformat(timespec="seconds"),
@@ -500,6 +503,18 @@ def _composite_case(bench, args):
     bench.results["composites"] = rows
     if not rows[0]["identical_to_numpy"]:
         bench.failures.append("composites: the median differs from numpy's nanmedian")
+
+
+def _remote_case(bench, args):
+    """The first size read over HTTP from nginx against local reads (bench/remote_case.py)."""
+    import remote_case
+    size = bench.scale["sizes"][0]
+    case = remote_case.run_case(bench, dict(size, repeats=args.repeats or size["repeats"]))
+    if case:
+        text = remote_case.markdown(case)
+        print(text, flush=True)
+        bench.results["remote"] = case
+        bench.results.setdefault("sections", []).append(text)
 
 
 def _harmonize_case(bench):

@@ -42,6 +42,7 @@ for target in "$@"; do
             want_moto=1 ;;
         bench)
             has_module rasterio || want_pkg python3-rasterio
+            has_cmd nginx || [ -x /usr/sbin/nginx ] || want_pkg nginx-light  # the remote case
             has_module matplotlib || want_pkg python3-matplotlib
             [ -x /usr/bin/time ] || want_pkg time ;;
         screenshots)

@@ -11,9 +11,12 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 GUARD_SECONDS = 120  # only to stop a hung server; nothing measures time with it
+SYNC_URI = "/.log-sync-"  # marker requests of :meth:`Nginx.requests`, left out of its answer
 LOG_FORMAT = "'$request_method\\t$request_uri\\t$http_range\\t$status\\t$bytes_sent'"
 
 
@@ -77,6 +80,7 @@ class Nginx:
                 + f"  server {{ listen 127.0.0.1:{self.port}; root {self.data};\n"
                 "    location /secret/ { deny all; } }\n}\n")
         self.proc = None
+        self._marks = 0
 
     @classmethod
     def available(cls):
@@ -103,12 +107,32 @@ class Nginx:
 
     def requests(self):
         """Every request logged so far: dicts with method, uri, range (None when the
-        request had none), status and bytes (sent, headers included)."""
+        request had none), status and bytes (sent, headers included).
+
+        nginx logs a request after answering it: a marker request, waited for in the
+        log, makes sure the requests answered before are all there.
+        """
+        self._marks += 1
+        marker = f"{SYNC_URI}{self._marks}"
+        try:
+            urllib.request.urlopen(self.url(marker.lstrip("/")), timeout=GUARD_SECONDS)
+        except urllib.error.HTTPError:
+            pass  # 404, logged all the same
+        deadline = time.monotonic() + GUARD_SECONDS
+        while True:
+            rows = self._logged()
+            if any(r["uri"] == marker for r in rows) or time.monotonic() > deadline:
+                return [r for r in rows if not r["uri"].startswith(SYNC_URI)]
+            time.sleep(0.01)
+
+    def _logged(self):
         if not os.path.exists(self.log):
             return []
         rows = []
         with open(self.log, encoding="utf-8") as fh:
             for line in fh:
+                if not line.endswith("\n"):
+                    break  # being written
                 method, uri, rng, status, sent = line.rstrip("\n").split("\t")
                 rows.append({"method": method, "uri": uri,
                              "range": None if rng in ("", "-") else rng,

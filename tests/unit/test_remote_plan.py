@@ -151,3 +151,19 @@ def test_the_check_sees_a_pixel_read(nginx, served):
         with pytest.raises(AssertionError):
             check_header_only(nginx, {url: served[url]})
         assert pixel_reads(nginx.requests(), served[url])
+
+
+def test_the_http_cache_counts_inside_memory_mb(nginx, served):
+    """Remote inputs leave less of MEMORY_MB to the rest: GDAL's HTTP block cache
+    (CPL_VSIL_CURL_CACHE_SIZE, GDAL's 16 MB unless set) is part of the budget."""
+    local = [os.path.join(nginx.data, url.rsplit("/", 1)[1]) for url in served]
+    base = plan(local, memory_mb=64).budget
+    remote = plan(list(served), memory_mb=64).budget
+    assert remote.overhead - base.overhead == 16 * 2**20
+    assert remote.estimated_peak > base.estimated_peak
+    gdal.SetConfigOption("CPL_VSIL_CURL_CACHE_SIZE", str(40 * 2**20))
+    try:
+        bigger = plan(list(served), memory_mb=64).budget
+    finally:
+        gdal.SetConfigOption("CPL_VSIL_CURL_CACHE_SIZE", None)
+    assert bigger.overhead - base.overhead == 40 * 2**20

@@ -5,10 +5,12 @@ tools/ensure-deps.sh `test` installs them (nginx-light, and moto in a venv)."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -31,13 +33,14 @@ def s3(tmp_path_factory):
     if not os.path.exists(moto):
         pytest.fail(f"{moto} is missing: run tools/ensure-deps.sh test")
     port = free_port()
-    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path_factory.mktemp("moto") / "requests.log"  # werkzeug's, one line a request
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=fh, stderr=subprocess.STDOUT)
     wait_until_up(port, proc)
     env = {"AWS_S3_ENDPOINT": f"127.0.0.1:{port}", "AWS_HTTPS": "NO",
            "AWS_VIRTUAL_HOSTING": "FALSE", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
-           "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     for k, v in env.items():
@@ -45,7 +48,7 @@ def s3(tmp_path_factory):
     base = f"http://127.0.0.1:{port}"
     for bucket in ("tiles", "out"):
         put(f"{base}/{bucket}", b"")
-    yield {"base": base, "port": port, "proc": proc}
+    yield {"base": base, "port": port, "proc": proc, "log": log}
     stop(proc)
     for k, v in saved.items():
         gdal.SetConfigOption(k, None)
@@ -160,6 +163,41 @@ def test_a_list_file_of_urls_through_the_cli_and_the_memory_of_the_child_stays_i
     assert peak_mb <= base_mb + memory_mb, (peak_mb, base_mb)
 
 
+def moto_requests(s3, since):
+    """(method, path) of the requests moto logged after byte ``since`` of its log; a
+    marker request, waited for, makes sure the requests answered before are logged."""
+    marker = f"/tiles/.log-sync-{time.monotonic_ns()}"
+    try:
+        urllib.request.urlopen(s3["base"] + marker, timeout=30)
+    except urllib.error.HTTPError:
+        pass  # 404, logged all the same
+    deadline = time.monotonic() + GUARD_SECONDS
+    while time.monotonic() < deadline:
+        with open(s3["log"], encoding="utf-8", errors="replace") as fh:
+            fh.seek(since)
+            found = re.findall(r'"([A-Z]+) (\S+) HTTP/[0-9.]+"', fh.read())
+        if (("GET", marker)) in found:
+            return [r for r in found if r[1] != marker]
+        time.sleep(0.01)
+    raise AssertionError("moto did not log the marker request")
+
+
+def test_the_plan_of_s3_inputs_asks_for_each_object_alone_and_few_times(tiles, s3, tmp_path):
+    """No side-car object, no bucket listing; GDAL's S3 stat is itself a 16 KB GET of
+    the header, so the header's first read costs nothing more (ranges: tests/unit/
+    test_remote_plan.py, with nginx)."""
+    since = os.path.getsize(s3["log"])
+    gdal.VSICurlClearCache()
+    res = run_cli(*tiles["s3"], "-o", tmp_path / "m.tif", "--plan")
+    assert res.returncode == 0, res.stderr
+    asked = moto_requests(s3, since)
+    keys = {f"/tiles/{name}" for name in tiles["names"]}
+    assert {path for _method, path in asked} == keys, asked
+    for key in keys:
+        assert 1 <= sum(path == key for _method, path in asked) <= 3, asked
+    assert os.listdir(tmp_path) == []
+
+
 # --------------------------------------------------------------------------- outputs
 
 @pytest.mark.parametrize("cog", [False, True], ids=["geotiff", "cog"])
@@ -171,6 +209,22 @@ def test_an_s3_output_is_uploaded_once_complete(tiles, tmp_path, cog):
     path = storage.gdal_path(key)
     assert_same(path, tiles["ref"])
     assert remote_array(path)[1][2] == ("COG" if cog else None)
+    assert work_files(tmp_path) == []
+
+
+def test_a_large_output_is_one_multipart_upload(tiles, tmp_path):
+    """16 MB uncompressed: parts of storage.MIN_PART_MB (8 MB). S3 gives an object made by
+    a multipart upload the ETag "<md5 of the parts' md5s>-<number of parts>"."""
+    key = "s3://out/big/m.tif"
+    res = run_cli(*tiles["paths"], "-o", key, "--work-folder", tmp_path, "--quiet",
+                  "--compress", "none")
+    assert res.returncode == 0, res.stderr
+    gdal.VSICurlClearCache()
+    size = gdal.VSIStatL(storage.gdal_path(key)).size
+    etag = gdal.GetFileMetadata(storage.gdal_path(key), "HEADERS")["ETag"]
+    parts = -(-size // (storage.MIN_PART_MB * 2**20))
+    assert parts >= 2 and etag.strip('"').endswith(f"-{parts}")
+    assert_same(storage.gdal_path(key), tiles["ref"])
     assert work_files(tmp_path) == []
 
 
