@@ -225,7 +225,7 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
     """Serves a folder with range requests, a fixed Last-Modified and a content ETag.
 
     A file named in ``server.failing`` answers 503 to any range past its header
-    (a transient network error).
+    (a network error), one in ``server.flaky`` to that many ranges (a transient one).
     """
 
     def do_HEAD(self):
@@ -246,7 +246,7 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         if match:
             start = int(match.group(1))
             end = min(int(match.group(2) or end), end)
-        if match and start >= 16384 and os.path.basename(path) in self.server.failing:
+        if match and start >= 16384 and self._fails(os.path.basename(path)):
             self.send_error(503)
             return
         self.send_response(206 if match else 200)
@@ -260,6 +260,14 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         if body:
             self.wfile.write(data[start:end + 1])
 
+    def _fails(self, name):
+        if name in self.server.failing:
+            return True
+        with self.server.lock:
+            left = self.server.flaky.get(name, 0)
+            self.server.flaky[name] = max(0, left - 1)
+        return left > 0
+
     def log_message(self, *args):
         pass
 
@@ -269,7 +277,7 @@ def server(tmp_path):
     root = tmp_path / "served"
     root.mkdir()
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
-    httpd.root, httpd.failing = str(root), set()
+    httpd.root, httpd.failing, httpd.flaky, httpd.lock = str(root), set(), {}, threading.Lock()
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield httpd, root, f"/vsicurl/http://127.0.0.1:{httpd.server_address[1]}/"
@@ -424,6 +432,27 @@ def test_a_transient_network_error_keeps_the_windows_and_resume_continues_where_
     assert "changed" not in res.stderr
     assert_same_raster(out, ref)
     assert leftovers(out.parent) == []
+
+
+def test_transient_errors_are_retried_with_gdals_settings_unless_the_user_sets_them(
+        tiles, server, tmp_path):
+    paths, _folder, out = tiles
+    httpd, root, url = server
+    shutil.copy(paths[3], root / "last.tif")
+    inputs = paths[:3] + [url + "last.tif"]
+    assert not {"GDAL_HTTP_MAX_RETRY", "GDAL_HTTP_RETRY_DELAY"} & set(os.environ)
+    # Three 503 answers, then the pixels: the same run fails with no retries (below).
+    httpd.flaky["last.tif"] = 3
+    res = run_cli(*inputs, "-o", out, *ARGS, "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert httpd.flaky["last.tif"] == 0
+    assert_same_raster(out, vrt_reference(paths, tmp_path / "ref.tif"))
+
+    httpd.flaky["last.tif"] = 3
+    res = run_cli(*inputs, "-o", tmp_path / "again.tif", *ARGS, "--quiet",
+                  env={"GDAL_HTTP_MAX_RETRY": "0"})
+    assert res.returncode == 2, res.stderr
+    assert "last.tif" in one_line(res.stderr)
 
 
 def test_an_input_error_at_plan_time_leaves_the_checkpoint_as_it_was(tiles):
