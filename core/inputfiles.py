@@ -18,7 +18,7 @@ import os
 
 from osgeo import gdal
 
-from .gdalenv import NETWORK, GdalFailure, open_readonly  # noqa: F401 (NETWORK re-exported)
+from .gdalenv import NETWORK, NETWORK_READDIR, GdalFailure, open_readonly, readdir_config
 
 ARCHIVES = ("/vsizip/", "/vsitar/", "/vsigzip/", "/vsi7z/", "/vsirar/")
 ARCHIVE_EXTENSIONS = (".zip", ".kmz", ".tar", ".tgz", ".tar.gz", ".gz", ".7z", ".rar")
@@ -50,6 +50,10 @@ def files_read(path, ds, etag=None):
         own = stat(absolute(path))
         if own[1] >= 0:  # a plain file (else e.g. GTIFF_DIR:2:f.tif)
             return (own,)
+    if driver in ("GTiff", "COG") and readdir_config(path) == NETWORK_READDIR:
+        # No side-car was looked for beside this object; GetFileList would still ask
+        # the server for some (GDAL 3.13: .vat.dbf), one request each.
+        return (stat(path, etag),)
     seen = {}
     known = {} if etag is None else {absolute(path): etag}
     _collect(_listed(path, ds), seen, {absolute(path)}, 0, known)
