@@ -406,3 +406,27 @@ def test_paths_starting_with_a_tilde_are_in_the_home_folder(qgis_app, uint_tiles
     assert (gt, nodata) == (want_gt, want_nodata)
     np.testing.assert_array_equal(got, want)
     assert not os.path.exists("~")
+
+
+def test_urls_and_a_list_file_typed_in_input_are_read(qgis_app, uint_tiles, nginx, tmp_path):
+    """INPUT items typed or pasted: an http:// URL (nginx on 127.0.0.1) and ``@list.txt``
+    naming another URL and local files give GDAL's mosaic of the local files; a missing
+    object is one QgsProcessingException naming it."""
+    import shutil
+
+    from qgis.core import QgsProcessingException
+    for path in uint_tiles[:2]:
+        shutil.copy(path, os.path.join(nginx.data, os.path.basename(path)))
+    urls = [nginx.url(os.path.basename(p)) for p in uint_tiles[:2]]
+    listing = tmp_path / "inputs.txt"
+    listing.write_text("# the rest\n" + "\n".join([urls[1]] + list(uint_tiles[2:])) + "\n")
+    out = str(tmp_path / "m.tif")
+    _run({"INPUT": [urls[0], f"@{listing}"], "OUTPUT": out})
+    got, gt, _ = read(out)
+    ref, ref_gt, _ = read(vrt_reference(uint_tiles, tmp_path / "ref.tif"))
+    assert gt == ref_gt
+    np.testing.assert_array_equal(got, ref)
+    missing = str(tmp_path / "never.tif")
+    with pytest.raises(QgsProcessingException, match="missing.tif: does not exist"):
+        _run({"INPUT": [nginx.url("missing.tif")] + list(uint_tiles), "OUTPUT": missing})
+    assert not os.path.exists(missing)
