@@ -31,6 +31,9 @@ def edge_distance(footprint, limit):
     rows, cols = footprint.shape
     if footprint.all():
         return np.full(footprint.shape, limit, np.float32)
+    box = _rectangle(footprint)
+    if box is not None:
+        return _rectangle_distance(footprint.shape, box, limit)
     reach = int(math.ceil(limit))
     far = 10 ** 9
     index = np.arange(cols, dtype=np.int64)
@@ -51,6 +54,39 @@ def edge_distance(footprint, limit):
         np.minimum(d2[:-dy], g2[dy:] + step, out=d2[:-dy])
     dist = np.sqrt(d2, out=d2)
     return np.minimum(dist, np.float32(limit), out=dist)
+
+
+def _rectangle(footprint):
+    """(r0, r1, c0, c1) when the footprint is one filled rectangle (an input without
+    holes: the common case), else None."""
+    rows = np.flatnonzero(footprint.any(axis=1))
+    cols = np.flatnonzero(footprint.any(axis=0))
+    if not len(rows):
+        return None
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    if (r1 - r0) * (c1 - c0) != np.count_nonzero(footprint) or not footprint[r0:r1, c0:c1].all():
+        return None
+    return r0, r1, c0, c1
+
+
+def _rectangle_distance(shape, box, limit):
+    """:func:`edge_distance` of a filled rectangle: the nearest outside pixel is straight
+    across the nearest of its sides that lies inside the array (the same integer
+    distances as the general passes, so the same float32 values)."""
+    r0, r1, c0, c1 = box
+
+    def along(size, lo, hi):
+        index = np.arange(size, dtype=np.float32)
+        d = np.full(size, np.float32(limit))
+        if lo > 0:
+            np.minimum(d, index - np.float32(lo - 1), out=d)
+        if hi < size:
+            np.minimum(d, np.float32(hi) - index, out=d)
+        d[:lo] = 0
+        d[hi:] = 0
+        return d
+
+    return np.minimum.outer(along(shape[0], r0, r1), along(shape[1], c0, c1))
 
 
 def weights(footprint, distance):

@@ -163,6 +163,12 @@ FOOTPRINTS = {
     "row": np.random.default_rng(3).random((1, 40)) > 0.2,
     "column": np.random.default_rng(4).random((33, 1)) > 0.2,
     "all-valid": np.ones((9, 11), bool),
+    # One filled rectangle (an input without holes) takes a shortcut: every side placement.
+    "rectangle-inside": np.pad(np.ones((9, 13), bool), ((4, 6), (3, 5))),
+    "rectangle-corner": np.pad(np.ones((12, 8), bool), ((0, 7), (9, 0))),
+    "rectangle-band": np.pad(np.ones((5, 20), bool), ((8, 3), (0, 0))),
+    "rectangle-strip": np.pad(np.ones((30, 1), bool), ((0, 0), (4, 2))),
+    "rectangle-pixel": np.pad(np.ones((1, 1), bool), ((3, 2), (2, 5))),
     "none-valid": np.zeros((5, 7), bool),
 }
 
