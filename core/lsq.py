@@ -113,13 +113,36 @@ def solve_band(count, first, second, stats, linear):
     linked[first] = linked[second] = True
     if not len(first):
         return gains, offsets, linked, 0
+    mean, spread = _level(stats)
+    work = _standardized(stats, mean, spread, linear)
+    work /= work[:, N, None].mean()  # magnitudes near 1: a better-conditioned system
+    theta, iterations = _solve_normal(count, first, second, _blocks(work, linear), linked)
+    label = components(count, first, second)
+    for group in np.unique(label[linked]):
+        members = label == group
+        scale = theta[members, 0].mean()
+        if not np.isfinite(scale) or scale == 0:
+            continue
+        gains[members] = theta[members, 0] / scale
+        if linear:
+            # Back from standardized units: g x + o = spread (g x' + o') + mean.
+            o = spread * theta[members, 1] / scale + mean - gains[members] * mean
+            offsets[members] = o - o.mean()
+    return gains, offsets, linked, iterations
+
+
+def _level(stats):
+    """Mean and standard deviation of every pair's pixels, both sides (spread 1 if flat)."""
     n = stats[:, N].sum() * 2
     mean = (stats[:, SI].sum() + stats[:, SJ].sum()) / n
     spread = max((stats[:, SII].sum() + stats[:, SJJ].sum()) / n - mean ** 2, 0.0) ** 0.5
-    spread = spread if spread > 0 else 1.0
-    work = _standardized(stats, mean, spread, linear)
-    work /= work[:, N, None].mean()  # magnitudes near 1: a better-conditioned system
-    mii, mjj, mij = _blocks(work, linear)
+    return mean, (spread if spread > 0 else 1.0)
+
+
+def _solve_normal(count, first, second, blocks, linked):
+    """theta (count, d) solving ``A theta = e_gain`` over the linked inputs by block-Jacobi
+    preconditioned CG, with a small ridge; returns (theta, iterations)."""
+    mii, mjj, mij = blocks
     d = mii.shape[1]
     diag = np.zeros((count, d, d))
     np.add.at(diag, first, mii)
@@ -135,21 +158,7 @@ def solve_band(count, first, second, stats, linear):
         out[~linked] = 0.0
         return out
 
-    theta, iterations = _pcg(apply, rhs, np.linalg.inv(diag))
-    label = components(count, first, second)
-    for group in np.unique(label[linked]):
-        members = label == group
-        scale = theta[members, 0].mean()
-        if not np.isfinite(scale) or scale == 0:
-            continue
-        g = theta[members, 0] / scale
-        if linear:
-            # Back from standardized units: g x + o = spread (g x' + o') + mean.
-            o = spread * theta[members, 1] / scale + mean - g * mean
-            o -= o.mean()
-            offsets[members] = o
-        gains[members] = g
-    return gains, offsets, linked, iterations
+    return _pcg(apply, rhs, np.linalg.inv(diag))
 
 
 def _standardized(stats, mean, spread, linear):
