@@ -524,10 +524,12 @@ def _harmonize_case(bench):
     folder = tempfile.mkdtemp(prefix="bench-harmonize-")
     try:
         rows, _ = harmony_picture.measure(folder)
+        many = harmony_picture.many_fit(os.path.join(folder, "many"))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    print(harmony_picture.markdown(rows), flush=True)
+    print(harmony_picture.markdown(rows, many), flush=True)
     bench.results["harmonize"] = rows
+    bench.results["harmonize_many_fit"] = many
     if not any(r["name"].startswith("OTB") for r in rows):
         bench.notes.append("harmonize case: otbcli_Mosaic not installed, OTB row missing")
 
