@@ -16,7 +16,7 @@ import os
 import time
 import traceback
 
-from . import checkpoint, executors, harmonize, runlock, storage, writer
+from . import checkpoint, executors, harmonize, pyramid, runlock, storage, writer
 from .errors import Cancelled, ClusterError, InputError, MosaicError, OutputError
 from .gdalenv import GdalFailure, cache_budget, release_free_memory, thread_env
 from .plan import make_plan, summary_lines
@@ -57,6 +57,8 @@ class Result:
                 f"{extra}")
 
 
+# Share of the COG step's progress for the overview levels computed at the end.
+TAIL_SHARE = 0.1
 # Windows between two returns of freed memory to the system (see release_free_memory).
 TRIM_EVERY = 4
 
@@ -147,6 +149,8 @@ def _write_all(plan, output, start, progress, cancel, log):
     try:
         box = _open_partial(plan, output, start, identity, executor.kind == "dask")
         sink = executor.open_sink(partial, box)
+        if pyramid.streams(plan):
+            sink = pyramid.Sink(sink, box, plan)
     except BaseException:
         executor.close()
         raise
@@ -260,7 +264,14 @@ def _open_partial(plan, output, start, identity, empty=False):
     if start:
         return [writer.reopen(partial, plan)]
     checkpoint.remove(output)
-    box = [writer.create(partial, plan, ["SPARSE_OK=TRUE"] if empty else [])]
+    box = [writer.create(partial, plan, ["SPARSE_OK=TRUE"] if empty else [],
+                         pyramid.partial_options(plan))]
+    try:
+        pyramid.prepare(box[0], plan)
+    except GdalFailure as exc:
+        writer.close(box)
+        checkpoint.remove(output)
+        raise writer.output_error(partial, exc, "creating the overview levels failed") from None
     writer.flush(box[0], partial)
     try:
         writer.close_checked(box)
@@ -304,16 +315,21 @@ def _finish(plan, output, progress, cancel, target=None):
     partial = checkpoint.partial_path(output)
     opts = plan.options
 
-    def sub(lo):
+    def sub(lo, hi=1.0):
         phase = "cog" if opts.cog else "overviews"
-        return lambda f: progress(Progress(phase, 0, 0, lo + (1 - lo) * f))
+        return lambda f: progress(Progress(phase, 0, 0, lo + (hi - lo) * f))
 
     try:
         final = partial
         if opts.cog:
             final = writer.cog_partial_path(output)
+            existing = pyramid.streams(plan)
             try:
-                writer.make_cog(partial, final, plan, sub(WINDOWS_SHARE), cancel)
+                lo = WINDOWS_SHARE
+                if existing:  # the levels not streamed, then compression only
+                    lo = WINDOWS_SHARE + (1 - WINDOWS_SHARE) * TAIL_SHARE
+                    pyramid.finish(partial, plan, sub(WINDOWS_SHARE, lo), cancel)
+                writer.make_cog(partial, final, plan, sub(lo), cancel, existing)
             except OutputError as exc:
                 raise OutputError(output, f"{exc.reason}; the complete partial "
                                   f"output {partial} and its checkpoint were kept: run again with "
