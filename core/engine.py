@@ -277,8 +277,10 @@ def _open_partial(plan, output, start, identity, empty=False):
         writer.close_checked(box)
     except GdalFailure as exc:
         checkpoint.remove(output)
-        raise OutputError(partial, f"cannot lay out the output's tiles ({exc}); an "
-                          f"uncompressed output needs {plan.raw_bytes / 2**20:,.0f} MB: "
+        what = ("the COG's uncompressed intermediate (with its overviews)"
+                if pyramid.streams(plan) else "an uncompressed output")
+        raise OutputError(partial, f"cannot lay out the output's tiles ({exc}); {what} needs "
+                          f"{pyramid.partial_bytes(plan) / 2**20:,.0f} MB: "
                           "check the free space and any file size limit") from None
     box.append(writer.reopen(partial, plan))
     writer.flush(box[0], partial)

@@ -70,6 +70,14 @@ def layout(plan):
     return {"intermediate": INTERMEDIATE, "overviews": factors(plan), "streamed": streamed(plan)}
 
 
+def partial_bytes(plan):
+    """About the size of an uncompressed partial (with its overviews for :func:`streams`)."""
+    total, (w, h) = 0, (plan.grid.width, plan.grid.height)
+    for factor in [1] + (factors(plan) if streams(plan) else []):
+        total += -(-w // factor) * -(-h // factor)
+    return total * plan.raw_bytes // (w * h)
+
+
 def prepare(ds, plan):
     """Create the empty overview levels in a new partial ``ds``."""
     levels = factors(plan)
