@@ -325,13 +325,16 @@ def _finish(plan, output, progress, cancel, target=None):
         final = partial
         if opts.cog:
             final = writer.cog_partial_path(output)
-            existing = pyramid.streams(plan)
+            streamed = pyramid.streams(plan)
             try:
-                lo = WINDOWS_SHARE
-                if existing:  # the levels not streamed, then compression only
-                    lo = WINDOWS_SHARE + (1 - WINDOWS_SHARE) * TAIL_SHARE
+                # The levels not streamed (with Dask: all, from the compressed partial,
+                # as GDAL's GeoTIFF overviews: the same COG as the local engine's).
+                lo = WINDOWS_SHARE + (1 - WINDOWS_SHARE) * (TAIL_SHARE if streamed else 0.5)
+                if streamed:
                     pyramid.finish(partial, plan, sub(WINDOWS_SHARE, lo), cancel)
-                writer.make_cog(partial, final, plan, sub(lo), cancel, existing)
+                else:
+                    writer.build_overviews(partial, plan, sub(WINDOWS_SHARE, lo), cancel)
+                writer.make_cog(partial, final, plan, sub(lo), cancel, True)
             except OutputError as exc:
                 raise OutputError(output, f"{exc.reason}; the complete partial "
                                   f"output {partial} and its checkpoint were kept: run again with "
