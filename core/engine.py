@@ -111,6 +111,7 @@ def run(options, progress=None, cancel=None, log=None):
         finally:
             # A COG copy left by this run or by a killed one: resume makes it again.
             writer.remove_cog_partial(output)
+            pyramid.remove_temporary(checkpoint.partial_path(output))
         size = storage.size(target)
     if moved:
         log(f"{moved} valid pixel(s) equal to the nodata value {plan.nodata_out:g} were "

@@ -3,7 +3,7 @@
 For COG=true (local executor) ``OUTPUT.partial`` is created uncompressed with
 its internal overview levels, empty. Each window written fills its share of
 the first ``streamed`` levels: GDAL itself computes them from the window alone
-(a /vsimem/ GeoTIFF of the window with the partial's layout, BuildOverviews).
+(BuildOverviews on a /vsimem/ GeoTIFF copy of the window).
 That is exactly what GDAL computes from the whole mosaic while every level
 halves the one above it exactly: GDAL averages level k from level k-1, and a
 2 x 2 box never crosses a window edge when the width, the height and the window
@@ -14,8 +14,8 @@ whole mosaic only when its width or height is odd). The COG driver then only
 compresses (OVERVIEWS=FORCE_USE_EXISTING).
 
 The Dask executor appends tiles its workers compressed with the output's
-options, so with DASK_SCHEDULER the partial stays compressed and the COG driver
-computes the overviews (:func:`streams` is False).
+options, so with DASK_SCHEDULER the partial stays compressed (:func:`streams`
+is False) and GDAL builds its overviews at the end (see engine._finish).
 """
 
 import itertools
@@ -33,6 +33,7 @@ INTERMEDIATE = {"COMPRESS": "NONE"}
 # Of those, what the /vsimem/ copy of a window keeps (what decides GDAL's overview values).
 WINDOW_KEPT = ("ALPHA", "PIXELTYPE", "INTERLEAVE", "NBITS")
 _names = itertools.count()
+LEVELS_SUFFIX = ".levels"  # beside the partial: see finish
 
 
 def streams(plan):
@@ -155,30 +156,31 @@ def _at_origin(window):
     return type(window)(window.index, 0, 0, window.w, window.h)
 
 
-def _share(progress, lo, width):
-    return lambda f: progress(lo + width * f)
+def remove_temporary(partial):
+    """Delete the copy :func:`finish` computes levels in (left by a killed run), if any."""
+    writer._remove(partial + LEVELS_SUFFIX)
 
 
 def finish(path, plan, progress=None, cancel=None):
-    """Compute the levels after the streamed ones in the closed partial at ``path``,
-    each from the one above it (as GDAL's BuildOverviews does)."""
+    """Compute the levels after the streamed ones in the closed partial at ``path``.
+
+    As GDAL's BuildOverviews computes them from the whole mosaic: on the partial
+    itself when none is streamed, else on a copy of the last streamed level (a
+    temporary file beside it), whose levels are then copied in.
+    """
     levels = factors(plan)
     first = streamed(plan)
     if first >= len(levels):
         return
-    box = [writer.reopen(path, plan)]
-    bands = plan.out_bands
-    callback = writer._callback(None, cancel)
+    callback = writer._callback(progress, cancel)
+    resampling = bandmeta.overview_resampling(plan.band_meta)
+    box, temp = [writer.reopen(path, plan)], path + LEVELS_SUFFIX
     try:
         with writer._signals_deferred(callback):
-            for b in range(1, bands + 1):
-                band = box[0].GetRasterBand(b)
-                src = band if first == 0 else band.GetOverview(first - 1)
-                targets = [band.GetOverview(k) for k in range(first, len(levels))]
-                if progress:
-                    callback.progress = _share(progress, (b - 1) / bands, 1 / bands)
-                check_status(gdal.RegenerateOverviews, src, targets,
-                             bandmeta.overview_resampling(plan.band_meta), callback=callback)
+            if first == 0:
+                check_status(box[0].BuildOverviews, resampling, levels, callback)
+            else:
+                _from_level(box, temp, plan, first, levels, resampling, callback)
             check_status(box[0].FlushCache)
         writer.close_checked(box)
     except GdalFailure as exc:
@@ -186,3 +188,25 @@ def finish(path, plan, progress=None, cancel=None):
         if cancel and cancel():
             raise
         raise writer.output_error(path, exc, "computing the overviews failed") from None
+    finally:
+        writer._remove(temp)
+
+
+def _from_level(box, temp, plan, first, levels, resampling, callback):
+    """Levels ``first..`` of ``box[0]`` computed from a copy of level ``first - 1``."""
+    source = box[0].GetRasterBand(1).GetOverview(first - 1).GetDataset()
+    co = [f"{k}={v}" for k, v in partial_options(plan).items() if k != "SPARSE_OK"]
+    copy = [check(gdal.GetDriverByName("GTiff").CreateCopy, temp, source, 0, co)]
+    try:
+        check_status(copy[0].BuildOverviews, resampling,
+                     [f // 2 ** first for f in levels[first:]], callback)
+        band = copy[0].GetRasterBand(1)
+        for k in range(first, len(levels)):
+            src = band.GetOverview(k - first).GetDataset()
+            dst = box[0].GetRasterBand(1).GetOverview(k).GetDataset()
+            for y in range(0, src.RasterYSize, plan.block):
+                h = min(plan.block, src.RasterYSize - y)
+                check_status(dst.WriteRaster, 0, y, src.RasterXSize, h,
+                             check(src.ReadRaster, 0, y, src.RasterXSize, h))
+    finally:
+        writer.close(copy)

@@ -19,7 +19,7 @@ from streaming_mosaic.core import checkpoint, engine, pyramid
 from streaming_mosaic.core.errors import Cancelled
 from streaming_mosaic.core.options import Options
 from streaming_mosaic.core.plan import make_plan
-from synth import tile_set
+from synth import tile_set, write_raster
 
 # Tile sizes of a 2 x 3 set with 16 px overlaps, and the mosaic they give:
 GRIDS = {
@@ -53,23 +53,23 @@ def levels(path):
                       for b in range(ds.RasterCount)]) for k in range(count)]
 
 
-def gdal_overviews(plain, folder, count):
-    """GDAL's AVERAGE overviews (factors 2 .. 2**count) of a copy of ``plain``."""
+def gdal_overviews(plain, folder, count, resampling="AVERAGE"):
+    """GDAL's overviews (factors 2 .. 2**count) of a copy of ``plain``."""
     copy = str(folder / f"gdal-{os.path.basename(str(plain))}")
     gdal.Translate(copy, str(plain), creationOptions=["TILED=YES"])
     ds = gdal.Open(copy, gdal.GA_Update)
-    assert ds.BuildOverviews("AVERAGE", [2 ** (k + 1) for k in range(count)]) == 0
+    assert ds.BuildOverviews(resampling, [2 ** (k + 1) for k in range(count)]) == 0
     ds = None
     return levels(copy)
 
 
-def assert_cog_matches(cog, plain, folder):
+def assert_cog_matches(cog, plain, folder, resampling="AVERAGE"):
     assert validate_cog(str(cog), full_check=True)[:2] == ([], [])
     got_ds, want_ds = gdal.Open(str(cog)), gdal.Open(str(plain))
     np.testing.assert_array_equal(got_ds.ReadAsArray(), want_ds.ReadAsArray())
     got = levels(cog)
     assert got
-    want = gdal_overviews(plain, folder, len(got))
+    want = gdal_overviews(plain, folder, len(got), resampling)
     for k, (a, b) in enumerate(zip(got, want)):
         assert a.shape == b.shape, k
         assert np.array_equal(a, b), f"level {k + 1}: {int((a != b).sum())} pixels differ"
@@ -107,6 +107,44 @@ def test_alpha_cog_overviews_equal_gdal_average(sets, tmp_path):
     run(paths, cog, chunk_size=256, add_alpha=True, cog=True)
     assert gdal.Open(str(cog)).GetRasterBand(4).GetColorInterpretation() == gdal.GCI_AlphaBand
     assert_cog_matches(cog, plain, tmp_path)
+
+
+def noise_input(folder, dtype, size, palette=False):
+    """One input of random values with random nodata pixels and a nodata block."""
+    rng = np.random.default_rng(23)
+    w, h = size
+    data = rng.integers(1, 250 if palette else 60000, (1 if palette else 3, h, w))
+    data[:, rng.random((h, w)) < 0.2] = 0
+    data[:, 100:180, 50:300] = 0
+    path = write_raster(str(folder / "noise.tif"), data.astype(dtype),
+                        (500000.0, 10.0, 0.0, 5000000.0, 0.0, -10.0), nodata=0)
+    if palette:
+        ds = gdal.Open(path, gdal.GA_Update)
+        table = gdal.ColorTable()
+        for i in range(256):
+            table.SetColorEntry(i, (i, 255 - i, (7 * i) % 256, 255))
+        ds.GetRasterBand(1).SetColorTable(table)
+        ds = None
+    return [path]
+
+
+@pytest.mark.parametrize("kind,size,levels", [
+    ("alpha", (2400, 2200), (3, 4)),     # levels 1-3 streamed, level 4 at the end
+    ("palette", (1201, 1100), (0, 3)),   # odd width: every level at the end
+    ("palette", (1200, 1100), (2, 3))])
+def test_levels_computed_at_the_end_equal_gdal_with_alpha_or_palette(tmp_path, kind, size,
+                                                                     levels):
+    """Alpha: GDAL averages the bands weighted by the alpha mask; palette: NEAREST, each
+    level from the one above (one band at a time from the mosaic would differ)."""
+    paths = noise_input(tmp_path, "uint8" if kind == "palette" else "uint16", size,
+                        kind == "palette")
+    extra = {"add_alpha": True} if kind == "alpha" else {}
+    plain, cog = tmp_path / "plain.tif", tmp_path / "cog.tif"
+    run(paths, plain, chunk_size=256, **extra)
+    run(paths, cog, chunk_size=256, cog=True, **extra)
+    plan = make_plan(Options(inputs=paths, output=str(cog), cog=True, chunk_size=256, **extra))
+    assert (pyramid.streamed(plan), len(pyramid.factors(plan))) == levels
+    assert_cog_matches(cog, plain, tmp_path, "NEAREST" if kind == "palette" else "AVERAGE")
 
 
 def test_the_partial_of_a_stopped_cog_run_holds_the_overviews_of_its_windows(sets, tmp_path):
