@@ -544,7 +544,10 @@ def test_disk_full_during_the_cog_step_says_so_and_resume_makes_only_the_cog(
     res = run_cli(*paths, "-o", out, *ARGS, "--cog", "--quiet")
     assert res.returncode == 2, res.stderr
     line = one_line(res.stderr)
-    assert "writing the COG failed: no space left on the device" in line
+    # Where the disk fills: the COG, or before it the temporary copy of a level the last
+    # overview levels are computed in (core/pyramid.py: so on GDAL 3.13 here).
+    assert ("writing the COG failed: no space left on the device" in line
+            or "computing the overviews failed: no space left on the device" in line)
     assert "complete partial output" in line and "kept" in line and "RESUME" in line
     assert leftovers(disk) == KEPT
     assert journal(out)["done"] == journal(out)["total"]
