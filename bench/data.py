@@ -45,7 +45,8 @@ def _cached(kind, params, make):
     manifest = os.path.join(folder, "manifest.json")
     if os.path.exists(manifest):
         with open(manifest) as fh:
-            return json.load(fh)
+            # Where it is now: the same cache is seen at another path inside the chroots.
+            return dict(json.load(fh), folder=folder)
     if os.path.exists(folder):
         shutil.rmtree(folder)
     os.makedirs(folder)

@@ -427,7 +427,7 @@ def main(argv=None):
                         help="MEMORY_MB for our CLI and GDAL_CACHEMAX for GDAL (default 256)")
     parser.add_argument("--repeats", type=int, help="override the rounds of every case")
     parser.add_argument("--only", help="comma-separated cases: size names, many, mixed, dask, "
-                        "harmonize, composites, remote")
+                        "harmonize, composites, remote, cog")
     parser.add_argument("--noise", type=float, default=0.002,
                         help="noise of the synthetic field (0.002: ~2x LZW compression)")
     parser.add_argument("--keep", action="store_true", help="keep every output in bench/out/runs")
@@ -462,6 +462,9 @@ def main(argv=None):
     if wanted("remote"):
         _remote_case(bench, args)
 
+    if wanted("cog"):
+        _cog_case(bench, args)
+
     res = bench.results
     res.update(finished=datetime.datetime.now().isoformat(timespec="seconds"),
                load_end=load_average(), failures=bench.failures, notes=bench.notes,
@@ -493,6 +496,17 @@ def _dask_case(bench, args):
     bench.results["dask"] = res
     if not res["identical"]:
         bench.failures.append("dask: local:2 output differs from the local engine's")
+
+
+def _cog_case(bench, args):
+    """COG=true against gdal_translate -of COG of the VRT (bench/cog_case.py)."""
+    import cog_case
+    res = cog_case.run_case(args.scale, args.memory_mb, args.repeats or 3, PY,
+                            os.path.join(OUT, "pkg"), bench.runs_dir)
+    print(cog_case.markdown(res), flush=True)
+    bench.results["cog"] = res
+    if not res["identical"]:
+        bench.failures.append("cog: the full resolution differs from gdal_translate -of COG's")
 
 
 def _composite_case(bench, args):

@@ -23,6 +23,7 @@ import json
 import os
 
 from . import __version__ as CORE_VERSION
+from . import pyramid
 from .errors import ResumeError
 
 FORMAT = 2
@@ -57,6 +58,8 @@ def fingerprint(plan):
         "chunk": plan.budget.chunk,
         "windows": len(plan.windows),
     }
+    if pyramid.layout(plan) is not None:
+        identity["partial"] = pyramid.layout(plan)  # the COG's intermediate (see pyramid)
     if getattr(plan, "harmony", None) is not None:
         # The fitted coefficients: a resumed run reuses them (see harmonize.attach).
         identity["harmonize"] = plan.harmony.to_json()

@@ -16,7 +16,7 @@ import os
 import time
 import traceback
 
-from . import checkpoint, executors, harmonize, runlock, storage, writer
+from . import checkpoint, executors, harmonize, pyramid, runlock, storage, writer
 from .errors import Cancelled, ClusterError, InputError, MosaicError, OutputError
 from .gdalenv import GdalFailure, cache_budget, release_free_memory, thread_env
 from .plan import make_plan, summary_lines
@@ -57,6 +57,8 @@ class Result:
                 f"{extra}")
 
 
+# Share of the COG step's progress for the overview levels computed at the end.
+TAIL_SHARE = 0.1
 # Windows between two returns of freed memory to the system (see release_free_memory).
 TRIM_EVERY = 4
 
@@ -109,6 +111,7 @@ def run(options, progress=None, cancel=None, log=None):
         finally:
             # A COG copy left by this run or by a killed one: resume makes it again.
             writer.remove_cog_partial(output)
+            pyramid.remove_temporary(checkpoint.partial_path(output))
         size = storage.size(target)
     if moved:
         log(f"{moved} valid pixel(s) equal to the nodata value {plan.nodata_out:g} were "
@@ -147,6 +150,8 @@ def _write_all(plan, output, start, progress, cancel, log):
     try:
         box = _open_partial(plan, output, start, identity, executor.kind == "dask")
         sink = executor.open_sink(partial, box)
+        if pyramid.streams(plan):
+            sink = pyramid.Sink(sink, box, plan)
     except BaseException:
         executor.close()
         raise
@@ -260,14 +265,23 @@ def _open_partial(plan, output, start, identity, empty=False):
     if start:
         return [writer.reopen(partial, plan)]
     checkpoint.remove(output)
-    box = [writer.create(partial, plan, ["SPARSE_OK=TRUE"] if empty else [])]
+    box = [writer.create(partial, plan, ["SPARSE_OK=TRUE"] if empty else [],
+                         pyramid.partial_options(plan))]
+    try:
+        pyramid.prepare(box[0], plan)
+    except GdalFailure as exc:
+        writer.close(box)
+        checkpoint.remove(output)
+        raise writer.output_error(partial, exc, "creating the overview levels failed") from None
     writer.flush(box[0], partial)
     try:
         writer.close_checked(box)
     except GdalFailure as exc:
         checkpoint.remove(output)
-        raise OutputError(partial, f"cannot lay out the output's tiles ({exc}); an "
-                          f"uncompressed output needs {plan.raw_bytes / 2**20:,.0f} MB: "
+        what = ("the COG's uncompressed intermediate (with its overviews)"
+                if pyramid.streams(plan) else "an uncompressed output")
+        raise OutputError(partial, f"cannot lay out the output's tiles ({exc}); {what} needs "
+                          f"{pyramid.partial_bytes(plan) / 2**20:,.0f} MB: "
                           "check the free space and any file size limit") from None
     box.append(writer.reopen(partial, plan))
     writer.flush(box[0], partial)
@@ -304,16 +318,24 @@ def _finish(plan, output, progress, cancel, target=None):
     partial = checkpoint.partial_path(output)
     opts = plan.options
 
-    def sub(lo):
+    def sub(lo, hi=1.0):
         phase = "cog" if opts.cog else "overviews"
-        return lambda f: progress(Progress(phase, 0, 0, lo + (1 - lo) * f))
+        return lambda f: progress(Progress(phase, 0, 0, lo + (hi - lo) * f))
 
     try:
         final = partial
         if opts.cog:
             final = writer.cog_partial_path(output)
+            streamed = pyramid.streams(plan)
             try:
-                writer.make_cog(partial, final, plan, sub(WINDOWS_SHARE), cancel)
+                # The levels not streamed (with Dask: all, from the compressed partial,
+                # as GDAL's GeoTIFF overviews: the same COG as the local engine's).
+                lo = WINDOWS_SHARE + (1 - WINDOWS_SHARE) * (TAIL_SHARE if streamed else 0.5)
+                if streamed:
+                    pyramid.finish(partial, plan, sub(WINDOWS_SHARE, lo), cancel)
+                else:
+                    writer.build_overviews(partial, plan, sub(WINDOWS_SHARE, lo), cancel)
+                writer.make_cog(partial, final, plan, sub(lo), cancel, True)
             except OutputError as exc:
                 raise OutputError(output, f"{exc.reason}; the complete partial "
                                   f"output {partial} and its checkpoint were kept: run again with "

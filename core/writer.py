@@ -85,11 +85,13 @@ def gdal_type(dtype):
     return gdal_array.NumericTypeCodeToGDALTypeCode(dtype.type)
 
 
-def create(path, plan, extra=()):
+def create(path, plan, extra=(), options=None):
     """Create the partial GeoTIFF for ``plan`` (replacing any old one); ``extra``:
-    creation options added to the plan's (not part of the job, e.g. SPARSE_OK)."""
+    creation options added to the plan's (not part of the job, e.g. SPARSE_OK);
+    ``options``: the creation options instead of the plan's (a dict)."""
     grid = plan.grid
-    co = [f"{k}={v}" for k, v in plan.creation_options.items()] + list(extra)
+    options = plan.creation_options if options is None else options
+    co = [f"{k}={v}" for k, v in options.items()] + list(extra)
     driver = gdal.GetDriverByName("GTiff")
     try:
         ds = check(driver.Create, path, grid.width, grid.height, plan.out_bands,
@@ -252,10 +254,11 @@ def overview_factors(width, height, block):
 
 def _callback(progress, cancel):
     def callback(complete, _message, _data):
-        if progress:
-            progress(complete)
+        if callback.progress:
+            callback.progress(complete)
         return 0 if callback.interrupted or (cancel and cancel()) else 1
     callback.interrupted = False
+    callback.progress = progress
     return callback
 
 
@@ -352,14 +355,15 @@ def build_overviews(path, plan, progress=None, cancel=None):
     return factors
 
 
-def cog_options(plan):
-    """The COG driver's creation options matching the plan's GeoTIFF options."""
+def cog_options(plan, existing=False):
+    """The COG driver's creation options matching the plan's GeoTIFF options
+    (``existing``: the source's overviews are copied, not computed again)."""
     co = plan.creation_options
     allowed = {e.get("name") for e in ET.fromstring(
         gdal.GetDriverByName("COG").GetMetadataItem("DMD_CREATIONOPTIONLIST")).iter("Option")}
     result = {"BLOCKSIZE": str(max(128, plan.block)),
               "RESAMPLING": bandmeta.overview_resampling(plan.band_meta),
-              "OVERVIEWS": "IGNORE_EXISTING"}
+              "OVERVIEWS": "FORCE_USE_EXISTING" if existing else "IGNORE_EXISTING"}
     for key, value in co.items():
         if key in allowed:
             result[key] = value
@@ -370,8 +374,9 @@ def cog_partial_path(output):
     return output + ".cog.partial"
 
 
-def make_cog(src, dst, plan, progress=None, cancel=None):
-    """Copy the finished tiled GeoTIFF ``src`` to a Cloud Optimized GeoTIFF ``dst``.
+def make_cog(src, dst, plan, progress=None, cancel=None, existing=False):
+    """Copy the finished tiled GeoTIFF ``src`` to a Cloud Optimized GeoTIFF ``dst``
+    (``existing``: with ``src``'s overviews, else with overviews the COG driver computes).
 
     On failure ``dst`` and the COG driver's temporary files are removed.
     """
@@ -380,7 +385,7 @@ def make_cog(src, dst, plan, progress=None, cancel=None):
     try:
         with _signals_deferred(callback):
             box.append(check(gdal.Translate, dst, src, format="COG",
-                             creationOptions=cog_options(plan), callback=callback))
+                             creationOptions=cog_options(plan, existing), callback=callback))
             check_status(box[0].FlushCache)
             close_checked(box)
     except KeyboardInterrupt:
@@ -390,9 +395,11 @@ def make_cog(src, dst, plan, progress=None, cancel=None):
     except GdalFailure as exc:
         close(box)
         # Before removing anything: the COG with its overviews and the driver's
-        # temporary overview file take about 1.7 times the partial.
+        # temporary overview file take about 1.7 times a compressed partial; an
+        # intermediate with its overviews holds more than the COG will.
+        size = os.path.getsize(src) if os.path.exists(src) else MB
         error = output_error(dst, exc, "writing the COG failed",
-                             int(os.path.getsize(src) * 1.7) if os.path.exists(src) else MB)
+                             size if existing else int(size * 1.7))
         _remove_cog(dst)
         if cancel and cancel():
             raise

@@ -298,3 +298,21 @@ def test_without_dask_one_line_says_how_to_install_it(tiles, tmp_path):
     assert not os.path.exists(tmp_path / "out.tif")
     # Without DASK_SCHEDULER the plugin does not need Dask.
     assert run_cli(*tiles, "-o", tmp_path / "out.tif", env=env).returncode == 0
+
+
+def test_cog_is_the_local_engines_cog(tiles, tmp_path):
+    """With Dask the partial is compressed by the workers; its overviews are then built by
+    GDAL from it (not streamed), and the COG has the local engine's pixels at every level."""
+    from osgeo import gdal
+    local, remote = tmp_path / "local.tif", tmp_path / "dask.tif"
+    streaming_mosaic.mosaic(tiles, local, chunk_size=256, cog=True)
+    streaming_mosaic.mosaic(tiles, remote, chunk_size=256, cog=True, dask="local:2")
+    same(remote, read(local))
+    a, b = gdal.Open(str(local)), gdal.Open(str(remote))
+    assert b.GetMetadata("IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+    count = a.GetRasterBand(1).GetOverviewCount()
+    assert count == b.GetRasterBand(1).GetOverviewCount() == 3
+    for band in range(1, a.RasterCount + 1):
+        for k in range(count):
+            np.testing.assert_array_equal(a.GetRasterBand(band).GetOverview(k).ReadAsArray(),
+                                          b.GetRasterBand(band).GetOverview(k).ReadAsArray())
