@@ -1,8 +1,13 @@
 """The Dask executor: windows rendered and compressed as tasks on a Dask cluster.
 
-The plan is built once on the client and broadcast to every worker once
-(``client.scatter(plan, broadcast=True)``); each task gets the scattered plan
-and a window number, renders the window with :func:`~..render.render_window`
+The plan is built once on the client and sent to the cluster once, pickled,
+as the argument of a task that unpickles it (:func:`load_plan`): each worker
+fetches its result once, from a peer, and when every copy is lost (the workers
+holding it killed) the scheduler runs that task again. A scattered plan could
+not be made again: Dask's memory manager keeps one copy of it (it drops
+"superfluous" replicas even of a broadcast), and the worker holding that copy
+killed, every window task was cancelled. Each task gets the plan and a window
+number, renders the window with :func:`~..render.render_window`
 on a per-worker-thread :class:`~..render.Context` (kept across tasks, keyed by
 the run), compresses it with the output's creation options and returns the
 compressed tiles (:func:`.tiles.encode_window`). The client only appends those
@@ -16,6 +21,7 @@ is set, so the plugin runs without Dask.
 
 import collections
 import logging
+import pickle
 import threading
 import time
 import uuid
@@ -55,6 +61,11 @@ def _context(plan, key):
         gdal.SetCacheMax(plan.budget.cache)
         _local.key, _local.ctx = key, Context(HANDLES_PER_THREAD)
     return _local.ctx
+
+
+def load_plan(blob):
+    """The plan, on a worker (a task, so the scheduler can run it again when lost)."""
+    return pickle.loads(blob)
 
 
 def render_task(plan, key, index, sparse):
@@ -106,7 +117,9 @@ class DaskExecutor:
             workers = max(1, len(self.client.scheduler_info().get("workers", {})))
             self.in_flight = max(plan.budget.in_flight, 2 * workers + 2)
             self.key = f"{uuid.uuid4().hex}"
-            self.plan_future = self.client.scatter(plan, broadcast=True, hash=False)
+            self.plan_future = self.client.submit(
+                load_plan, pickle.dumps(plan, pickle.HIGHEST_PROTOCOL), pure=False,
+                key=f"streaming-mosaic-{self.key}-plan")
         except Exception as exc:
             self.close()
             raise self._lost(exc) from None
@@ -145,7 +158,7 @@ class DaskExecutor:
             future = self.client.submit(
                 render_task, self.plan_future, self.key, index, self.sparse, pure=False,
                 key=f"streaming-mosaic-{self.key}-{index}")
-        except Exception as exc:  # the scheduler is gone: the scattered plan was dropped
+        except Exception as exc:  # the scheduler is gone
             raise self._lost(exc) from None
         self.pending.append(future)
 
@@ -177,6 +190,9 @@ class DaskExecutor:
                                    f"({_reason(exc)})") from None
             if future.status == "error":
                 raise  # the task's own error (an InputError, ...), as the local engine's
+            if future.status == "cancelled" and self.client.status == "running":
+                raise ClusterError(f"DASK_SCHEDULER (--dask): the Dask scheduler cancelled "
+                                   f"window {self._index(future)} ({_reason(exc)})") from None
             raise self._lost(exc) from None
         self.pending.popleft()
         return result

@@ -60,10 +60,16 @@ class Cluster:
         self.scheduler = self._start("distributed.cli.dask_scheduler", "--host", "127.0.0.1",
                                      "--port", str(self.port), "--dashboard-address", ":0")
         self._wait_port()
-        self.workers = [self._start("distributed.cli.dask_worker", self.address, "--nthreads",
-                                    "1", "--no-nanny", "--host", "127.0.0.1",
-                                    "--dashboard-address", ":0") for _ in range(workers)]
+        self.workers = []
+        for _ in range(workers):
+            self.add_worker()
         self._wait_workers(workers)
+
+    def add_worker(self):
+        """Start one more single-threaded worker (without waiting for it)."""
+        self.workers.append(self._start("distributed.cli.dask_worker", self.address,
+                                        "--nthreads", "1", "--no-nanny", "--host", "127.0.0.1",
+                                        "--dashboard-address", ":0"))
 
     def _start(self, module, *args):
         return subprocess.Popen([PYTHON, "-m", module, *args], stdout=self.log,
@@ -103,9 +109,10 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture
-def own_cluster(tmp_path):
-    """A cluster this test may damage."""
-    c = Cluster(tmp_path)
+def own_cluster(tmp_path, request):
+    """A cluster this test may damage (``workers`` marker: how many workers, default 2)."""
+    marker = request.node.get_closest_marker("workers")
+    c = Cluster(tmp_path, marker.args[0] if marker else 2)
     yield c
     c.stop()
 
@@ -170,6 +177,27 @@ def test_a_worker_killed_mid_run_changes_no_pixel(tiles, reference, own_cluster,
                             dask=own_cluster.address, progress=progress)
     assert killed and killed[0] > 2
     assert own_cluster.workers[0].wait(10) == -signal.SIGKILL
+    same(out, reference("feather", 256))
+
+
+@pytest.mark.workers(1)
+def test_the_plans_only_copy_lost_with_its_worker_is_made_again(tiles, reference, own_cluster,
+                                                                 tmp_path):
+    """Dask keeps one copy of data a run sent (its memory manager drops "superfluous"
+    replicas); when the worker holding it dies, a replacement worker must still get the
+    plan. Here the only worker is killed and a new one started, as a nanny would."""
+    out = tmp_path / "out.tif"
+    killed = []
+
+    def progress(event):
+        if event.phase == "windows" and event.done == 2 and not killed:
+            os.kill(own_cluster.workers[0].pid, signal.SIGKILL)
+            own_cluster.workers[0].wait(10)
+            own_cluster.add_worker()
+            killed.append(event.total)
+    streaming_mosaic.mosaic(tiles, out, method="feather", chunk_size=256,
+                            dask=own_cluster.address, progress=progress)
+    assert killed and killed[0] > 2
     same(out, reference("feather", 256))
 
 
