@@ -94,10 +94,28 @@ def encode_window(plan, window, array, sparse):
     dict
         ``{(plane, tile_x, tile_y): bytes}`` in output tile numbers; tiles a
         sparse output leaves out are missing.
+
+    Raises
+    ------
+    OutputError
+        GDAL did not write every tile of a window that is not sparse (checked, so a
+        window can never reach the output with a tile missing).
     """
+    blob, status = _encode(plan, window, array, sparse)
+    try:
+        return split_tiles(blob, window.x, window.y, complete=not sparse)
+    except ValueError as exc:
+        raise OutputError(f"/vsimem/ (window {window.index + 1})",
+                          f"compressing the window on the worker failed ({exc}; "
+                          f"WriteRaster: {status})") from None
+
+
+def _encode(plan, window, array, sparse):
+    """The window written as a GeoTIFF in /vsimem/: its bytes, and GDAL's write status."""
     from ..writer import gdal_type  # the writer imports nothing of ours back
     path = f"/vsimem/streaming_mosaic_{uuid.uuid4().hex}.tif"
     co = window_options(plan) + (["SPARSE_OK=TRUE"] if sparse else [])
+    gdal.ErrorReset()
     try:
         ds = gdal.GetDriverByName("GTiff").Create(path, window.w, window.h, plan.out_bands,
                                                   gdal_type(plan.out_dtype), co)
@@ -107,13 +125,13 @@ def encode_window(plan, window, array, sparse):
         data = np.ascontiguousarray(array)
         if data.dtype == np.int8 and not hasattr(gdal, "GDT_Int8"):
             data = data.view(np.uint8)
-        ds.WriteRaster(0, 0, window.w, window.h, data, buf_type=gdal_type(data.dtype),
-                       band_list=list(range(1, plan.out_bands + 1)))
+        status = ds.WriteRaster(0, 0, window.w, window.h, data, buf_type=gdal_type(data.dtype),
+                                band_list=list(range(1, plan.out_bands + 1)))
         ds = None
-        blob = _read_vsimem(path)
+        status = f"{status}, {(gdal.GetLastErrorMsg() or 'no error').strip()}"
+        return _read_vsimem(path), status
     finally:
         gdal.Unlink(path)
-    return split_tiles(blob, window.x, window.y)
 
 
 def _read_vsimem(path):
@@ -125,9 +143,12 @@ def _read_vsimem(path):
         gdal.VSIFCloseL(fh)
 
 
-def split_tiles(blob, x, y):
+def split_tiles(blob, x, y, complete=False):
     """The tiles of a TIFF held in ``blob``, numbered as the output's tiles for a
-    window at pixel (x, y) of the output."""
+    window at pixel (x, y) of the output.
+
+    ``complete``: raise ValueError when a tile is absent (offset or size 0).
+    """
     def read_at(pos, n):
         return blob[pos:pos + n]
     layout = Layout(blob[:16], read_at)
@@ -141,6 +162,9 @@ def split_tiles(blob, x, y):
                 k = layout.entry(plane, tx, ty)
                 if offsets[k] and counts[k]:
                     tiles[(plane, tx0 + tx, ty0 + ty)] = blob[offsets[k]:offsets[k] + counts[k]]
+    if complete and len(tiles) < len(offsets):
+        raise ValueError(f"{len(offsets) - len(tiles)} of {len(offsets)} tiles absent in "
+                         f"{len(blob)} bytes")
     return tiles
 
 
