@@ -22,6 +22,7 @@ is set, so the plugin runs without Dask.
 import collections
 import logging
 import pickle
+import socket
 import threading
 import time
 import uuid
@@ -110,11 +111,17 @@ class RawSink(RawTiles):
         RawTiles.write(self, tiles)
 
     def close(self):
-        RawTiles.close(self)
+        try:
+            RawTiles.close(self)
+        except OSError as exc:  # a run ending on an error: the checkpoint still holds
+            return [str(exc)]
         return []
 
     def close_checked(self):
-        RawTiles.close(self)
+        try:
+            RawTiles.close(self)
+        except OSError as exc:
+            raise writer.output_error(self.path, exc, "closing the output failed") from None
 
     def damaged(self):
         return None  # tiles are only appended: none overlaps another
@@ -166,7 +173,9 @@ class DaskExecutor:
                 # The scheduler runs in this process: results come from the workers directly.
                 return distributed.Client(self.cluster, set_as_default=False,
                                           direct_to_workers=True)
-            return distributed.Client(arg, timeout=CONNECT_SECONDS, set_as_default=False)
+            client = distributed.Client(arg, timeout=CONNECT_SECONDS, set_as_default=False)
+            client.direct_to_workers = _reachable(client)
+            return client
         except Exception as exc:  # OSError, TimeoutError, distributed's comm errors
             if self.cluster is not None:
                 self.cluster.close()
@@ -273,6 +282,19 @@ class DaskExecutor:
                 thing.close(timeout=5)
             except Exception:
                 pass
+
+
+def _reachable(client):
+    """True when this process can connect to the workers: results are then fetched from
+    them directly, not relayed by the scheduler (which would then carry every tile)."""
+    try:
+        addresses = list(client.scheduler_info().get("workers", {}))[:4]
+        for address in addresses:
+            host, _, port = address.split("://", 1)[-1].rpartition(":")
+            socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
+        return bool(addresses)
+    except (OSError, ValueError):
+        return False
 
 
 def _reason(exc):
