@@ -48,7 +48,7 @@ LOST_SECONDS = 30
 POLL_SECONDS = 0.1
 # Neighbouring windows per task, fewer when that would leave a worker without two tasks:
 # each task costs the scheduler and this process a round trip, whatever its size.
-GROUP = 4
+GROUP = 8
 
 _local = threading.local()
 

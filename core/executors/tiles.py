@@ -101,13 +101,14 @@ def encode_window(plan, window, array, sparse):
         GDAL did not write every tile of a window that is not sparse (checked, so a
         window can never reach the output with a tile missing).
     """
-    blob, status = _encode(plan, window, array, sparse)
-    try:
-        return split_tiles(blob, window.x, window.y, complete=not sparse)
-    except ValueError as exc:
-        raise OutputError(f"/vsimem/ (window {window.index + 1})",
-                          f"compressing the window on the worker failed ({exc}; "
-                          f"WriteRaster: {status})") from None
+    for _attempt in range(2):  # once more: the cause of the one case seen is not known
+        blob, status = _encode(plan, window, array, sparse)
+        try:
+            return split_tiles(blob, window.x, window.y, complete=not sparse)
+        except ValueError as exc:
+            error = f"{exc}; WriteRaster: {status}"
+    raise OutputError(f"/vsimem/ (window {window.index + 1})",
+                      f"compressing the window on the worker failed twice ({error})")
 
 
 def _encode(plan, window, array, sparse):

@@ -14,7 +14,7 @@ import pytest
 
 import streaming_mosaic
 from helpers import PYTHON, corrupt_block, read, run_cli, tile_set
-from streaming_mosaic.core.errors import Cancelled, ClusterError, InputError, OptionError
+from streaming_mosaic.core.errors import Cancelled, ClusterError, InputError, OptionError, OutputError
 
 pytest.importorskip("distributed")  # tools/ensure-deps.sh test installs it
 
@@ -160,11 +160,14 @@ def test_other_layouts_and_methods(tiles, cluster, tmp_path, extra):
     same(remote, read(local))
 
 
-# Known defect (issue 15 stays open): once, on GDAL 3.13 with the machine loaded by three
-# test suites at once, the run after a killed worker finished with some pixels different
-# from the local engine's; 3 reruns there and every run on GDAL 3.6 and 3.10 were identical.
-# Kept running (not skipped) so each run reports XPASS or XFAIL until it is understood.
-@pytest.mark.xfail(strict=False, reason="issue 15: rare pixel difference after a killed worker")
+# Issue 15: once (GDAL 3.13, the machine loaded by three test suites) this run ended with
+# different pixels; reproduced once more in about 50 loaded runs: one window's tile absent
+# (read as zeros) because the worker's /vsimem/ GeoTIFF of that window had no offset for it.
+# The cause is not known; such a window is now compressed again once, else the run fails with
+# one line (test_a_window_compressed_with_a_tile_missing_is_an_error). 60 loaded runs since on
+# GDAL 3.13, killing either worker after window 1, 2, 3, 4 or 6: identical. Not strict yet.
+@pytest.mark.xfail(strict=False, reason="issue 15: a worker once returned a window with a tile "
+                   "missing (now retried, else an error)")
 def test_a_worker_killed_mid_run_changes_no_pixel(tiles, reference, own_cluster, tmp_path):
     out = tmp_path / "out.tif"
     killed = []
@@ -199,6 +202,37 @@ def test_the_plans_only_copy_lost_with_its_worker_is_made_again(tiles, reference
                             dask=own_cluster.address, progress=progress)
     assert killed and killed[0] > 2
     same(out, reference("feather", 256))
+
+
+def test_a_window_compressed_with_a_tile_missing_is_an_error(tiles, tmp_path, monkeypatch):
+    """Once (GDAL 3.13, a loaded machine) a worker returned a window whose GeoTIFF in
+    /vsimem/ had a tile never written, and the output silently lacked that tile."""
+    from osgeo import gdal
+
+    from streaming_mosaic.core.executors import tiles as raw
+    from streaming_mosaic.core.render import render_window
+    from streaming_mosaic.core.writer import gdal_type
+    plan = streaming_mosaic.plan(tiles, output=str(tmp_path / "o.tif"), chunk_size=512,
+                                 creation_options={"BLOCKXSIZE": 256, "BLOCKYSIZE": 256})
+    window = plan.windows[0]
+    array, _ = render_window(plan, window)
+    assert len(raw.encode_window(plan, window, array, False)) == 4  # 2 x 2 tiles of 256
+    # The same window with its last tile never written.
+    path = "/vsimem/test_missing_tile.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(path, window.w, window.h, plan.out_bands,
+                                              gdal_type(plan.out_dtype),
+                                              raw.window_options(plan) + ["SPARSE_OK=TRUE"])
+    ds.WriteRaster(0, 0, window.w, 256, np.ascontiguousarray(array[:, :256]))
+    ds.WriteRaster(0, 256, 256, window.h - 256, np.ascontiguousarray(array[:, 256:, :256]))
+    ds = None
+    blob = raw._read_vsimem(path)
+    gdal.Unlink(path)
+    assert len(raw.split_tiles(blob, window.x, window.y)) == 3
+    calls = []
+    monkeypatch.setattr(raw, "_encode", lambda *args: calls.append(1) or (blob, "0"))
+    with pytest.raises(OutputError, match="window 1.*1 of 4 tiles absent"):
+        raw.encode_window(plan, window, array, False)
+    assert len(calls) == 2  # tried again once
 
 
 def test_cancel_keeps_the_partial_and_resume_finishes_it(tiles, reference, cluster, tmp_path):
