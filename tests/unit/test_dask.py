@@ -164,7 +164,7 @@ def test_other_layouts_and_methods(tiles, cluster, tmp_path, extra):
 # different pixels; reproduced once more in about 50 loaded runs: one window's tile absent
 # (read as zeros) because the worker's /vsimem/ GeoTIFF of that window had no offset for it.
 # The cause is not known; such a window is now compressed again once, else the run fails with
-# one line (test_a_window_compressed_with_a_tile_missing_is_an_error). 60 loaded runs since on
+# one line (test_a_window_compressed_with_a_tile_missing_is_an_error). 80 loaded runs since on
 # GDAL 3.13, killing either worker after window 1, 2, 3, 4 or 6: identical. Not strict yet.
 @pytest.mark.xfail(strict=False, reason="issue 15: a worker once returned a window with a tile "
                    "missing (now retried, else an error)")
