@@ -6,14 +6,15 @@ fetches its result once, from a peer, and when every copy is lost (the workers
 holding it killed) the scheduler runs that task again. A scattered plan could
 not be made again: Dask's memory manager keeps one copy of it (it drops
 "superfluous" replicas even of a broadcast), and the worker holding that copy
-killed, every window task was cancelled. Each task gets the plan and a window
-number, renders the window with :func:`~..render.render_window`
-on a per-worker-thread :class:`~..render.Context` (kept across tasks, keyed by
-the run), compresses it with the output's creation options and returns the
-compressed tiles (:func:`.tiles.encode_window`). The client only appends those
-bytes to the partial (:class:`.tiles.RawTiles`), in window order, as the local
-engine does. At most ``in_flight`` tasks exist at a time, so memory stays
-bounded on the client and the workers.
+killed, every window task was cancelled. Each task gets the plan and a few
+neighbouring window numbers (``GROUP``), renders each window with
+:func:`~..render.render_window` on a per-worker-thread :class:`~..render.Context`
+(kept across tasks, keyed by the run), compresses it with the output's creation
+options and returns the compressed tiles (:func:`.tiles.encode_window`). The
+client only appends those bytes to the partial (:class:`.tiles.RawTiles`), in
+window order, as the local engine does. At most ``in_flight`` windows are
+submitted and not yet written, so memory stays bounded on the client and the
+workers.
 
 ``distributed`` is imported only here, and this module only when DASK_SCHEDULER
 is set, so the plugin runs without Dask.
