@@ -1,14 +1,20 @@
 """The Dask executor: windows rendered and compressed as tasks on a Dask cluster.
 
-The plan is built once on the client and broadcast to every worker once
-(``client.scatter(plan, broadcast=True)``); each task gets the scattered plan
-and a window number, renders the window with :func:`~..render.render_window`
-on a per-worker-thread :class:`~..render.Context` (kept across tasks, keyed by
-the run), compresses it with the output's creation options and returns the
-compressed tiles (:func:`.tiles.encode_window`). The client only appends those
-bytes to the partial (:class:`.tiles.RawTiles`), in window order, as the local
-engine does. At most ``in_flight`` tasks exist at a time, so memory stays
-bounded on the client and the workers.
+The plan is built once on the client and sent to the cluster once, pickled,
+as the argument of a task that unpickles it (:func:`load_plan`): each worker
+fetches its result once, from a peer, and when every copy is lost (the workers
+holding it killed) the scheduler runs that task again. A scattered plan could
+not be made again: Dask's memory manager keeps one copy of it (it drops
+"superfluous" replicas even of a broadcast), and the worker holding that copy
+killed, every window task was cancelled. Each task gets the plan and a few
+neighbouring window numbers (``GROUP``), renders each window with
+:func:`~..render.render_window` on a per-worker-thread :class:`~..render.Context`
+(kept across tasks, keyed by the run), compresses it with the output's creation
+options and returns the compressed tiles (:func:`.tiles.encode_window`). The
+client only appends those bytes to the partial (:class:`.tiles.RawTiles`), in
+window order, as the local engine does. At most ``in_flight`` windows are
+submitted and not yet written, so memory stays bounded on the client and the
+workers.
 
 ``distributed`` is imported only here, and this module only when DASK_SCHEDULER
 is set, so the plugin runs without Dask.
@@ -16,6 +22,8 @@ is set, so the plugin runs without Dask.
 
 import collections
 import logging
+import pickle
+import socket
 import threading
 import time
 import uuid
@@ -39,6 +47,9 @@ except ImportError:  # the caller checks first, see executors.make
 CONNECT_SECONDS = 10
 LOST_SECONDS = 30
 POLL_SECONDS = 0.1
+# Neighbouring windows per task, fewer when that would leave a worker without two tasks:
+# each task costs the scheduler and this process a round trip, whatever its size.
+GROUP = 8
 
 _local = threading.local()
 
@@ -57,8 +68,33 @@ def _context(plan, key):
     return _local.ctx
 
 
-def render_task(plan, key, index, sparse):
-    """Render and compress window ``index`` on a worker: (tiles or None, moved)."""
+def load_plan(blob):
+    """The plan, on a worker (a task, so the scheduler can run it again when lost)."""
+    return pickle.loads(blob)
+
+
+def render_task(plan, key, indices, sparse):
+    """Render and compress windows ``indices`` on a worker.
+
+    Returns
+    -------
+    (list, Exception or None)
+        ``(tiles or None, moved)`` of each window in order, up to the first that
+        failed, and that failure (raised when it is the first window), so the
+        client writes the windows before it, as the local engine does.
+    """
+    results = []
+    for index in indices:
+        try:
+            results.append(_render_one(plan, key, index, sparse))
+        except Exception as exc:
+            if not results:
+                raise
+            return results, exc
+    return results, None
+
+
+def _render_one(plan, key, index, sparse):
     window = plan.windows[index]
     if sparse and not plan.index.sources_for(index):
         return None, 0
@@ -76,18 +112,25 @@ class RawSink(RawTiles):
         RawTiles.write(self, tiles)
 
     def close(self):
-        RawTiles.close(self)
+        try:
+            RawTiles.close(self)
+        except OSError as exc:  # a run ending on an error: the checkpoint still holds
+            return [str(exc)]
         return []
 
     def close_checked(self):
-        RawTiles.close(self)
+        try:
+            RawTiles.close(self)
+        except OSError as exc:
+            raise writer.output_error(self.path, exc, "closing the output failed") from None
 
     def damaged(self):
         return None  # tiles are only appended: none overlaps another
 
 
 class DaskExecutor:
-    """Submits windows as Dask tasks; results come back in submission order."""
+    """Submits windows as Dask tasks of ``group`` neighbours; results come back one window
+    at a time, in submission order."""
 
     kind = "dask"
 
@@ -104,14 +147,22 @@ class DaskExecutor:
         self.client = self._connect(kind, arg)
         try:
             workers = max(1, len(self.client.scheduler_info().get("workers", {})))
-            self.in_flight = max(plan.budget.in_flight, 2 * workers + 2)
+            self.group = max(1, min(GROUP, len(plan.windows) // (2 * workers)))
+            # Two tasks per worker: one running, one queued behind it.
+            tasks = max(-(-plan.budget.in_flight // self.group), 2 * workers + 2)
+            self.in_flight = tasks * self.group
             self.key = f"{uuid.uuid4().hex}"
-            self.plan_future = self.client.scatter(plan, broadcast=True, hash=False)
+            self.plan_future = self.client.submit(
+                load_plan, pickle.dumps(plan, pickle.HIGHEST_PROTOCOL), pure=False,
+                key=f"streaming-mosaic-{self.key}-plan")
         except Exception as exc:
             self.close()
             raise self._lost(exc) from None
         self.sparse = writer.sparse(plan)
-        self.pending = collections.deque()
+        self.pending = collections.deque()  # (future, done event, first window) per task
+        self.batch = []                     # windows submitted, not yet sent as a task
+        self.results = collections.deque()  # the oldest task's windows not yet taken
+        self.queued = 0                     # windows submitted and not yet taken
 
     def _connect(self, kind, arg):
         silence = logging.ERROR
@@ -120,8 +171,12 @@ class DaskExecutor:
                 self.cluster = distributed.LocalCluster(
                     n_workers=arg, threads_per_worker=1, processes=True,
                     dashboard_address=None, silence_logs=silence)
-                return distributed.Client(self.cluster, set_as_default=False)
-            return distributed.Client(arg, timeout=CONNECT_SECONDS, set_as_default=False)
+                # The scheduler runs in this process: results come from the workers directly.
+                return distributed.Client(self.cluster, set_as_default=False,
+                                          direct_to_workers=True)
+            client = distributed.Client(arg, timeout=CONNECT_SECONDS, set_as_default=False)
+            client.direct_to_workers = _reachable(client)
+            return client
         except Exception as exc:  # OSError, TimeoutError, distributed's comm errors
             if self.cluster is not None:
                 self.cluster.close()
@@ -138,24 +193,67 @@ class DaskExecutor:
         return RawSink(path)
 
     def room(self):
-        return len(self.pending) < self.in_flight
+        return self.queued < self.in_flight
 
     def submit(self, index):
+        self.batch.append(index)
+        self.queued += 1
+        if len(self.batch) == self.group or index == len(self.plan.windows) - 1:
+            self._send()
+
+    def _send(self):
+        indices, self.batch = tuple(self.batch), []
         try:
             future = self.client.submit(
-                render_task, self.plan_future, self.key, index, self.sparse, pure=False,
-                key=f"streaming-mosaic-{self.key}-{index}")
-        except Exception as exc:  # the scheduler is gone: the scattered plan was dropped
+                render_task, self.plan_future, self.key, indices, self.sparse, pure=False,
+                key=f"streaming-mosaic-{self.key}-{indices[0]}")
+            done = threading.Event()
+            future.add_done_callback(lambda _future: done.set())
+        except Exception as exc:  # the scheduler is gone
             raise self._lost(exc) from None
-        self.pending.append(future)
+        self.pending.append((future, done, indices[0] + 1))
 
     def next(self, cancel):
         """The oldest submitted window's (tiles or None, moved); re-raises its error."""
-        future = self.pending[0]
-        gone = None
         if cancel():
             raise Cancelled()
-        while future.status == "pending":
+        if not self.results:
+            if not self.pending:
+                self._send()  # the engine waits for a window still in the batch
+            results, error = self._result(*self.pending[0], cancel)
+            self.pending.popleft()
+            self.results.extend(results)
+            if error is not None:
+                self.results.append(error)
+        item = self.results.popleft()
+        if isinstance(item, Exception):
+            raise item
+        self.queued -= 1
+        return item
+
+    def _result(self, future, done, first, cancel):
+        """The result of one task, waiting for it while polling ``cancel`` and the scheduler."""
+        while True:
+            self._wait(future, done, cancel)
+            try:
+                return future.result(timeout=LOST_SECONDS)
+            except Exception as exc:
+                if isinstance(exc, distributed.KilledWorker):
+                    raise ClusterError(f"DASK_SCHEDULER (--dask): the Dask workers running "
+                                       f"window {first} died ({_reason(exc)})") from None
+                if future.status == "error":
+                    raise  # the task's own error (an InputError, ...), as the local engine's
+                running = self.client.status == "running"
+                if running and future.status in ("pending", "lost"):
+                    continue  # its result was lost with a worker: Dask computes it again
+                if running and future.status == "cancelled":
+                    raise ClusterError(f"DASK_SCHEDULER (--dask): the Dask scheduler cancelled "
+                                       f"window {first} ({_reason(exc)})") from None
+                raise self._lost(exc) from None
+
+    def _wait(self, future, done, cancel):
+        gone = None
+        while future.status in ("pending", "lost"):
             if cancel():
                 raise Cancelled()
             if self.client.status != "running":
@@ -164,32 +262,17 @@ class DaskExecutor:
                     raise self._lost("the connection closed")
             else:
                 gone = None
-            try:
-                distributed.wait([future], timeout=POLL_SECONDS)
-            except Exception:  # a timeout, or the connection going away
+            if done.is_set():  # finished once, then lost with its worker: computed again
                 time.sleep(POLL_SECONDS)
-        try:
-            result = future.result(timeout=LOST_SECONDS)
-        except Exception as exc:
-            if isinstance(exc, distributed.KilledWorker):
-                raise ClusterError(f"DASK_SCHEDULER (--dask): the Dask workers running window "
-                                   f"{self._index(future)} died "
-                                   f"({_reason(exc)})") from None
-            if future.status == "error":
-                raise  # the task's own error (an InputError, ...), as the local engine's
-            raise self._lost(exc) from None
-        self.pending.popleft()
-        return result
-
-    @staticmethod
-    def _index(future):
-        return int(str(future.key).rsplit("-", 1)[1]) + 1
+            else:
+                done.wait(POLL_SECONDS)
 
     def close(self):
         """Cancel what is still queued or running; close the client (and a local cluster)."""
         try:
             if getattr(self, "pending", None):
-                self.client.cancel(list(self.pending), force=True)
+                self.client.cancel([future for future, _done, _first in self.pending],
+                                   force=True)
             self.pending = collections.deque()
         except Exception:  # the scheduler may be gone already
             pass
@@ -200,6 +283,19 @@ class DaskExecutor:
                 thing.close(timeout=5)
             except Exception:
                 pass
+
+
+def _reachable(client):
+    """True when this process can connect to the workers: results are then fetched from
+    them directly, not relayed by the scheduler (which would then carry every tile)."""
+    try:
+        addresses = list(client.scheduler_info().get("workers", {}))[:4]
+        for address in addresses:
+            host, _, port = address.split("://", 1)[-1].rpartition(":")
+            socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
+        return bool(addresses)
+    except (OSError, ValueError):
+        return False
 
 
 def _reason(exc):

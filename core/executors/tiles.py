@@ -94,10 +94,29 @@ def encode_window(plan, window, array, sparse):
     dict
         ``{(plane, tile_x, tile_y): bytes}`` in output tile numbers; tiles a
         sparse output leaves out are missing.
+
+    Raises
+    ------
+    OutputError
+        GDAL did not write every tile of a window that is not sparse (checked, so a
+        window can never reach the output with a tile missing).
     """
+    for _attempt in range(2):  # once more: the cause of the one case seen is not known
+        blob, status = _encode(plan, window, array, sparse)
+        try:
+            return split_tiles(blob, window.x, window.y, complete=not sparse)
+        except ValueError as exc:
+            error = f"{exc}; WriteRaster: {status}"
+    raise OutputError(f"/vsimem/ (window {window.index + 1})",
+                      f"compressing the window on the worker failed twice ({error})")
+
+
+def _encode(plan, window, array, sparse):
+    """The window written as a GeoTIFF in /vsimem/: its bytes, and GDAL's write status."""
     from ..writer import gdal_type  # the writer imports nothing of ours back
     path = f"/vsimem/streaming_mosaic_{uuid.uuid4().hex}.tif"
     co = window_options(plan) + (["SPARSE_OK=TRUE"] if sparse else [])
+    gdal.ErrorReset()
     try:
         ds = gdal.GetDriverByName("GTiff").Create(path, window.w, window.h, plan.out_bands,
                                                   gdal_type(plan.out_dtype), co)
@@ -107,13 +126,13 @@ def encode_window(plan, window, array, sparse):
         data = np.ascontiguousarray(array)
         if data.dtype == np.int8 and not hasattr(gdal, "GDT_Int8"):
             data = data.view(np.uint8)
-        ds.WriteRaster(0, 0, window.w, window.h, data, buf_type=gdal_type(data.dtype),
-                       band_list=list(range(1, plan.out_bands + 1)))
+        status = ds.WriteRaster(0, 0, window.w, window.h, data, buf_type=gdal_type(data.dtype),
+                                band_list=list(range(1, plan.out_bands + 1)))
         ds = None
-        blob = _read_vsimem(path)
+        status = f"{status}, {(gdal.GetLastErrorMsg() or 'no error').strip()}"
+        return _read_vsimem(path), status
     finally:
         gdal.Unlink(path)
-    return split_tiles(blob, window.x, window.y)
 
 
 def _read_vsimem(path):
@@ -125,9 +144,12 @@ def _read_vsimem(path):
         gdal.VSIFCloseL(fh)
 
 
-def split_tiles(blob, x, y):
+def split_tiles(blob, x, y, complete=False):
     """The tiles of a TIFF held in ``blob``, numbered as the output's tiles for a
-    window at pixel (x, y) of the output."""
+    window at pixel (x, y) of the output.
+
+    ``complete``: raise ValueError when a tile is absent (offset or size 0).
+    """
     def read_at(pos, n):
         return blob[pos:pos + n]
     layout = Layout(blob[:16], read_at)
@@ -141,11 +163,19 @@ def split_tiles(blob, x, y):
                 k = layout.entry(plane, tx, ty)
                 if offsets[k] and counts[k]:
                     tiles[(plane, tx0 + tx, ty0 + ty)] = blob[offsets[k]:offsets[k] + counts[k]]
+    if complete and len(tiles) < len(offsets):
+        raise ValueError(f"{len(offsets) - len(tiles)} of {len(offsets)} tiles absent in "
+                         f"{len(blob)} bytes")
     return tiles
 
 
 class RawTiles:
-    """The client's writer: appends compressed tiles to a GDAL-made tiled GeoTIFF."""
+    """The client's writer: appends compressed tiles to a GDAL-made tiled GeoTIFF.
+
+    The tile arrays are kept in memory and written into the file by :meth:`flush`
+    (before its fsync, so a checkpoint covers them) and :meth:`close`; a window's
+    tiles are appended with one system call.
+    """
 
     def __init__(self, path):
         self.path = path
@@ -155,42 +185,51 @@ class RawTiles:
             raise OutputError(path, f"the partial output cannot be reopened ({exc})") from None
         try:
             self.layout = Layout(os.pread(self.fd, 16, 0), self._read_at)
+            self.tables = {which: list(self.layout.values(which, self._read_at))
+                           for which in ("offsets", "counts")}
         except (ValueError, struct.error) as exc:
             os.close(self.fd)
             raise OutputError(path, f"the partial output is not a tiled GeoTIFF ({exc}); "
                               "run without RESUME to start over") from None
         self.end = os.fstat(self.fd).st_size
+        self.dirty = False
 
     def _read_at(self, pos, n):
         return os.pread(self.fd, n, pos)
 
     def write(self, tiles):
         """Append ``{(plane, tx, ty): bytes}`` and point the tile arrays at them."""
-        layout = self.layout
+        layout, buffers, places, end = self.layout, [], [], self.end
+        for (plane, tx, ty), data in sorted(tiles.items()):
+            if end & 1:  # TIFF data start on a word boundary
+                buffers.append(b"\0")
+                end += 1
+            places.append((layout.entry(plane, tx, ty), end, len(data)))
+            buffers.append(data)
+            end += len(data)
         try:
-            for (plane, tx, ty), data in sorted(tiles.items()):
-                k = layout.entry(plane, tx, ty)
-                if self.end & 1:  # TIFF data start on a word boundary
-                    os.pwrite(self.fd, b"\0", self.end)
-                    self.end += 1
-                if layout.offsets[0] == "I" and self.end + len(data) >= 2**32:
-                    raise OSError("the partial output is a classic TIFF and would pass 4 GB; "
-                                  "add the creation option BIGTIFF=YES")
-                _write_all(self.fd, data, self.end)
-                self._patch("offsets", k, self.end)
-                self._patch("counts", k, len(data))
-                self.end += len(data)
+            if layout.offsets[0] == "I" and end >= 2**32:
+                raise OSError("the partial output is a classic TIFF and would pass 4 GB; "
+                              "add the creation option BIGTIFF=YES")
+            _write_all(self.fd, buffers, self.end)
         except OSError as exc:
             from ..writer import output_error
             raise output_error(self.path, exc, "writing a tile failed") from None
+        for k, offset, count in places:
+            self.tables["offsets"][k], self.tables["counts"][k] = offset, count
+        self.end, self.dirty = end, self.dirty or bool(places)
 
-    def _patch(self, which, k, value):
-        fmt, _n, where = getattr(self.layout, which)
-        size = struct.calcsize(fmt)
-        os.pwrite(self.fd, struct.pack(self.layout.order + fmt, value), where + k * size)
+    def _write_tables(self):
+        for which in ("offsets", "counts"):
+            fmt, n, where = getattr(self.layout, which)
+            _write_all(self.fd, [struct.pack(f"{self.layout.order}{n}{fmt}",
+                                             *self.tables[which])], where)
+        self.dirty = False
 
     def flush(self):
         try:
+            if self.dirty:
+                self._write_tables()
             os.fsync(self.fd)
         except OSError as exc:
             from ..writer import output_error
@@ -198,12 +237,27 @@ class RawTiles:
 
     def close(self):
         if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+            try:
+                if self.dirty:
+                    self._write_tables()
+            finally:
+                os.close(self.fd)
+                self.fd = None
 
 
-def _write_all(fd, data, pos):
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, pos)
-        view, pos = view[n:], pos + n
+# Buffers per writev call (the system's IOV_MAX is 1024 on Linux).
+_IOV_MAX = 512
+
+
+def _write_all(fd, buffers, pos):
+    """Write ``buffers`` one after the other at ``pos``, whatever the system writes at once."""
+    for i in range(0, len(buffers), _IOV_MAX):
+        part = buffers[i:i + _IOV_MAX]
+        total = sum(len(b) for b in part)
+        n = os.pwritev(fd, part, pos) if hasattr(os, "pwritev") else 0
+        if n < total:  # rare: the rest, one buffer at a time
+            view = memoryview(b"".join(part))[n:]
+            while view:
+                m = os.pwrite(fd, view, pos + n)
+                view, n = view[m:], n + m
+        pos += total

@@ -14,7 +14,7 @@ import pytest
 
 import streaming_mosaic
 from helpers import PYTHON, corrupt_block, read, run_cli, tile_set
-from streaming_mosaic.core.errors import Cancelled, ClusterError, InputError, OptionError
+from streaming_mosaic.core.errors import Cancelled, ClusterError, InputError, OptionError, OutputError
 
 pytest.importorskip("distributed")  # tools/ensure-deps.sh test installs it
 
@@ -60,10 +60,16 @@ class Cluster:
         self.scheduler = self._start("distributed.cli.dask_scheduler", "--host", "127.0.0.1",
                                      "--port", str(self.port), "--dashboard-address", ":0")
         self._wait_port()
-        self.workers = [self._start("distributed.cli.dask_worker", self.address, "--nthreads",
-                                    "1", "--no-nanny", "--host", "127.0.0.1",
-                                    "--dashboard-address", ":0") for _ in range(workers)]
+        self.workers = []
+        for _ in range(workers):
+            self.add_worker()
         self._wait_workers(workers)
+
+    def add_worker(self):
+        """Start one more single-threaded worker (without waiting for it)."""
+        self.workers.append(self._start("distributed.cli.dask_worker", self.address,
+                                        "--nthreads", "1", "--no-nanny", "--host", "127.0.0.1",
+                                        "--dashboard-address", ":0"))
 
     def _start(self, module, *args):
         return subprocess.Popen([PYTHON, "-m", module, *args], stdout=self.log,
@@ -103,9 +109,10 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture
-def own_cluster(tmp_path):
-    """A cluster this test may damage."""
-    c = Cluster(tmp_path)
+def own_cluster(tmp_path, request):
+    """A cluster this test may damage (``workers`` marker: how many workers, default 2)."""
+    marker = request.node.get_closest_marker("workers")
+    c = Cluster(tmp_path, marker.args[0] if marker else 2)
     yield c
     c.stop()
 
@@ -153,11 +160,14 @@ def test_other_layouts_and_methods(tiles, cluster, tmp_path, extra):
     same(remote, read(local))
 
 
-# Known defect (issue 15 stays open): once, on GDAL 3.13 with the machine loaded by three
-# test suites at once, the run after a killed worker finished with some pixels different
-# from the local engine's; 3 reruns there and every run on GDAL 3.6 and 3.10 were identical.
-# Kept running (not skipped) so each run reports XPASS or XFAIL until it is understood.
-@pytest.mark.xfail(strict=False, reason="issue 15: rare pixel difference after a killed worker")
+# Issue 15: once (GDAL 3.13, the machine loaded by three test suites) this run ended with
+# different pixels; reproduced once more in about 50 loaded runs: one window's tile absent
+# (read as zeros) because the worker's /vsimem/ GeoTIFF of that window had no offset for it.
+# The cause is not known; such a window is now compressed again once, else the run fails with
+# one line (test_a_window_compressed_with_a_tile_missing_is_an_error). 80 loaded runs since on
+# GDAL 3.13, killing either worker after window 1, 2, 3, 4 or 6: identical. Not strict yet.
+@pytest.mark.xfail(strict=False, reason="issue 15: a worker once returned a window with a tile "
+                   "missing (now retried, else an error)")
 def test_a_worker_killed_mid_run_changes_no_pixel(tiles, reference, own_cluster, tmp_path):
     out = tmp_path / "out.tif"
     killed = []
@@ -171,6 +181,58 @@ def test_a_worker_killed_mid_run_changes_no_pixel(tiles, reference, own_cluster,
     assert killed and killed[0] > 2
     assert own_cluster.workers[0].wait(10) == -signal.SIGKILL
     same(out, reference("feather", 256))
+
+
+@pytest.mark.workers(1)
+def test_the_plans_only_copy_lost_with_its_worker_is_made_again(tiles, reference, own_cluster,
+                                                                 tmp_path):
+    """Dask keeps one copy of data a run sent (its memory manager drops "superfluous"
+    replicas); when the worker holding it dies, a replacement worker must still get the
+    plan. Here the only worker is killed and a new one started, as a nanny would."""
+    out = tmp_path / "out.tif"
+    killed = []
+
+    def progress(event):
+        if event.phase == "windows" and event.done == 2 and not killed:
+            os.kill(own_cluster.workers[0].pid, signal.SIGKILL)
+            own_cluster.workers[0].wait(10)
+            own_cluster.add_worker()
+            killed.append(event.total)
+    streaming_mosaic.mosaic(tiles, out, method="feather", chunk_size=256,
+                            dask=own_cluster.address, progress=progress)
+    assert killed and killed[0] > 2
+    same(out, reference("feather", 256))
+
+
+def test_a_window_compressed_with_a_tile_missing_is_an_error(tiles, tmp_path, monkeypatch):
+    """Once (GDAL 3.13, a loaded machine) a worker returned a window whose GeoTIFF in
+    /vsimem/ had a tile never written, and the output silently lacked that tile."""
+    from osgeo import gdal
+
+    from streaming_mosaic.core.executors import tiles as raw
+    from streaming_mosaic.core.render import render_window
+    from streaming_mosaic.core.writer import gdal_type
+    plan = streaming_mosaic.plan(tiles, output=str(tmp_path / "o.tif"), chunk_size=512,
+                                 creation_options={"BLOCKXSIZE": 256, "BLOCKYSIZE": 256})
+    window = plan.windows[0]
+    array, _ = render_window(plan, window)
+    assert len(raw.encode_window(plan, window, array, False)) == 4  # 2 x 2 tiles of 256
+    # The same window with its last tile never written.
+    path = "/vsimem/test_missing_tile.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(path, window.w, window.h, plan.out_bands,
+                                              gdal_type(plan.out_dtype),
+                                              raw.window_options(plan) + ["SPARSE_OK=TRUE"])
+    ds.WriteRaster(0, 0, window.w, 256, np.ascontiguousarray(array[:, :256]))
+    ds.WriteRaster(0, 256, 256, window.h - 256, np.ascontiguousarray(array[:, 256:, :256]))
+    ds = None
+    blob = raw._read_vsimem(path)
+    gdal.Unlink(path)
+    assert len(raw.split_tiles(blob, window.x, window.y)) == 3
+    calls = []
+    monkeypatch.setattr(raw, "_encode", lambda *args: calls.append(1) or (blob, "0"))
+    with pytest.raises(OutputError, match="window 1.*1 of 4 tiles absent"):
+        raw.encode_window(plan, window, array, False)
+    assert len(calls) == 2  # tried again once
 
 
 def test_cancel_keeps_the_partial_and_resume_finishes_it(tiles, reference, cluster, tmp_path):
