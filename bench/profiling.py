@@ -83,6 +83,7 @@ def instrumented_run(inputs, out, threads, memory_mb, profile=False, compress="l
 
     from streaming_mosaic import cli
     from streaming_mosaic.core import composite, engine, readers, render, writer
+    from streaming_mosaic.core.executors import local as local_executor
 
     timers = Timers()
     saved = []
@@ -106,10 +107,10 @@ def instrumented_run(inputs, out, threads, memory_mb, profile=False, compress="l
     patch(render, "read", "read: total incl. validity masks")
     patch(render, "new_acc", "composite: allocate accumulators")
     patch(render, "finalize", "composite: finalize (cast, nodata)")
-    patch(engine, "render_window", "worker: render_window total")
+    patch(local_executor, "render_window", "worker: render_window total")
     patch(writer, "write_window", "writer: WriteRaster (blocks, compression)")
     patch(writer, "flush", "writer: FlushCache (checkpoints, end)")
-    patch(engine, "_wait", "writer: waiting for the next window")
+    patch(local_executor.LocalExecutor, "next", "writer: waiting for the next window")
     patch(engine, "make_plan", "plan")
     patch(writer, "publish", "writer: publish")
     rule = composite.RULES["last"]
@@ -119,7 +120,7 @@ def instrumented_run(inputs, out, threads, memory_mb, profile=False, compress="l
     profiles = []
     local = threading.local()
     if profile:
-        inner = engine.render_window
+        inner = local_executor.render_window
 
         def profiled_render(*args, **kwargs):
             prof = getattr(local, "prof", None)
@@ -131,7 +132,8 @@ def instrumented_run(inputs, out, threads, memory_mb, profile=False, compress="l
                 return inner(*args, **kwargs)
             finally:
                 prof.disable()
-        engine.render_window = profiled_render
+        saved.append((local_executor, "render_window", inner))
+        local_executor.render_window = profiled_render
 
     argv = [*inputs, "-o", out, "--compress", compress, "--memory-mb", str(memory_mb),
             "--threads", str(threads), "--quiet", "--co", "BLOCKXSIZE=512", "--co",
