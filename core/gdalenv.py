@@ -157,9 +157,12 @@ def open_readonly(path):
     Side-car files (.aux.xml, .msk, .ovr, world files) are still found, by stat(),
     except beside a network path (see :func:`readdir_config`).
     """
-    with thread_config(dict(readdir_config(path), **STRICT_READS)):
-        return check(gdal.OpenEx, str(path),
-                     gdal.OF_RASTER | gdal.OF_READONLY | gdal.OF_VERBOSE_ERROR)
+    flags = gdal.OF_RASTER | gdal.OF_READONLY | gdal.OF_VERBOSE_ERROR
+    config = dict(readdir_config(path), **STRICT_READS)
+    if all(gdal.GetThreadLocalConfigOption(k, None) == v for k, v in config.items()):
+        return check(gdal.OpenEx, str(path), flags)  # set already (thread_env)
+    with thread_config(config):
+        return check(gdal.OpenEx, str(path), flags)
 
 
 def readdir_config(path):

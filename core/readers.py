@@ -53,7 +53,7 @@ class Scratch:
 
     def array(self, key, shape, dtype):
         dtype = np.dtype(dtype)
-        size = int(np.prod(shape))
+        size = math.prod(shape)
         buf = self._buffers.get(key)
         if buf is None or buf.dtype != dtype or buf.size < size:
             buf = np.empty(size, dtype)
@@ -87,6 +87,11 @@ def read(spec, handles, scratch, x0, y0, x1, y1, nodata_input=None, key="src"):
     nb = len(spec.bands)
     data = scratch.array(key, (nb, h, w), spec.dtype)
     _read_into(ds, spec, *window, data, spec.bands)
+    plain = _one_nodata(spec)
+    if plain is not None and nodata_input is None:
+        # The usual case (one nodata value for all bands, nothing else): one comparison.
+        valid = scratch.array(key + ".valid", (nb, h, w), bool)
+        return ix0 - x0, iy0 - y0, data, _not_value(data, plain, valid)
     valid = _Validity(scratch, key, (nb, h, w))
     nodata = [nd for nd in spec.nodata if nd is not None]
     if nodata:
@@ -109,6 +114,16 @@ def read(spec, handles, scratch, x0, y0, x1, y1, nodata_input=None, key="src"):
     if nodata_input is not None and representable(nodata_input, spec.dtype):
         valid.add_values(data, (nodata_input,) * nb)
     return ix0 - x0, iy0 - y0, data, valid.array
+
+
+def _one_nodata(spec):
+    """The nodata value shared by every band when it is the spec's only validity test."""
+    if spec.mask != "none" or spec.shared or spec.per_band or not spec.nodata:
+        return None
+    first = spec.nodata[0]
+    if first is None or any(repr(nd) != repr(first) for nd in spec.nodata):
+        return None
+    return first
 
 
 class _Validity:
@@ -183,7 +198,7 @@ def _not_nodata(data, nodata, out):
 
 
 def _not_value(data, value, out):
-    """out = data != value, with NaN meaning NaN; value is cast to data's type."""
+    """out = data != value, with NaN meaning NaN; value is cast to data's type; returns out."""
     if value is None:
         out[...] = True
     elif isinstance(value, float) and math.isnan(value):
@@ -191,3 +206,4 @@ def _not_value(data, value, out):
         np.logical_not(out, out=out)
     else:
         np.not_equal(data, data.dtype.type(value), out=out)
+    return out
