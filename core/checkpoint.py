@@ -157,7 +157,7 @@ def write(output, identity, done, total, failed=()):
     data = {"fingerprint": identity, "done": int(done), "total": int(total),
             "failed": list(failed), "version": CORE_VERSION}
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh)
+        fh.write(json.dumps(data))  # json.dump encodes in Python: 10x slower
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)

@@ -30,6 +30,7 @@ _PER_FILE = {273, 279, 324, 325}
 _SCALE, _TIEPOINT, _TRANSFORM, _SUBIFDS = 33550, 33922, 34264, 330
 _DOUBLE = 12
 _MAX_TAG_BYTES = 1 << 16
+_HEAD = 4096
 
 
 def read_header(path):
@@ -43,30 +44,39 @@ def read_header(path):
 
 
 def _parse(fh):
-    head = fh.read(16)
+    head = fh.read(_HEAD)  # the IFD and its values are usually here (GDAL writes them first)
+
+    def chunk(offset, length):
+        if offset + length <= len(head):
+            return head[offset:offset + length]
+        fh.seek(offset)
+        data = fh.read(length)
+        if len(data) != length:
+            raise ValueError("truncated")
+        return data
+
     order = {b"II": "<", b"MM": ">"}.get(head[:2])
     if order is None:
         return None
-    version = struct.unpack(order + "H", head[2:4])[0]
+    version = struct.unpack(order + "H", chunk(2, 2))[0]
     if version == 42:
         count_fmt, entry_fmt, offset_fmt, inline = "H", "HHI4s", "I", 4
-        ifd = struct.unpack(order + "I", head[4:8])[0]
+        ifd = struct.unpack(order + "I", chunk(4, 4))[0]
     elif version == 43:
         count_fmt, entry_fmt, offset_fmt, inline = "Q", "HHQ8s", "Q", 8
-        ifd = struct.unpack(order + "Q", head[8:16])[0]
+        ifd = struct.unpack(order + "Q", chunk(8, 8))[0]
     else:
         return None
-    fh.seek(ifd)
-    count = struct.unpack(order + count_fmt, fh.read(struct.calcsize(count_fmt)))[0]
+    count_size = struct.calcsize(count_fmt)
+    count = struct.unpack(order + count_fmt, chunk(ifd, count_size))[0]
     if not 0 < count < 1024:
         return None
     size = struct.calcsize(order + entry_fmt)
-    table = fh.read(count * size + struct.calcsize(offset_fmt))
+    table = chunk(ifd + count_size, count * size + struct.calcsize(offset_fmt))
     if struct.unpack_from(order + offset_fmt, table, count * size)[0] != 0:
         return None  # a second image: an internal mask or overviews
     key, values = [order, version], {}
-    for i in range(count):
-        tag, kind, n, value = struct.unpack_from(order + entry_fmt, table, i * size)
+    for tag, kind, n, value in struct.iter_unpack(order + entry_fmt, table[:count * size]):
         if tag in (_TRANSFORM, _SUBIFDS):
             return None
         if tag in _PER_FILE:
@@ -78,10 +88,7 @@ def _parse(fh):
         if length <= inline:
             data = value[:length]
         else:
-            fh.seek(struct.unpack(order + offset_fmt, value)[0])
-            data = fh.read(length)
-            if len(data) != length:
-                return None
+            data = chunk(struct.unpack(order + offset_fmt, value)[0], length)
         if tag in (_SCALE, _TIEPOINT):
             if kind != _DOUBLE:
                 return None
