@@ -26,7 +26,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 
 from ..core.errors import MosaicError
 from ..core.options import PARAMS, Options, enum_name
-from ..core.sources import describe as describe_source
+from ..core.sources import describe_all
 from ..core.storage import expand_inputs
 from .compat import ADVANCED, DOUBLE, INTEGER, RASTER, crs_text
 
@@ -134,17 +134,19 @@ def input_problem(parameters, context):
     items = _input_items(parameters)
     if not items:
         return tr("INPUT: no input rasters given")
-    for i, item in enumerate(items):
-        if not isinstance(item, str) or not item:
-            continue
-        if QgsProcessingUtils.mapLayerFromString(item, context, False) is not None:
-            continue
-        try:
+    try:
+        paths = []
+        for item in items:
+            if not isinstance(item, str) or not item:
+                continue
+            if QgsProcessingUtils.mapLayerFromString(item, context, False) is not None:
+                continue
             # A URL, s3:// path or @list.txt (typed or pasted) is what the core reads.
-            for path in expand_inputs([expand_home(item.split("|")[0])]):
-                describe_source(i, path)
-        except MosaicError as exc:
-            return "INPUT: {}".format(exc)
+            paths.extend(expand_inputs([expand_home(item.split("|")[0])]))
+        # As the plan describes them: look-alike tiles cost one GDAL description.
+        describe_all(paths)
+    except MosaicError as exc:
+        return "INPUT: {}".format(exc)
     return ""
 
 
