@@ -22,6 +22,8 @@ import dataclasses
 import os
 import struct
 
+from osgeo import gdal
+
 from .geokeys import TYPE_SIZES
 from .inputfiles import stat
 
@@ -120,6 +122,8 @@ class Lookalikes:
 
     def __init__(self, describe):
         self.describe = describe
+        # .aux.xml files kept elsewhere: a tile's own one could not be seen beside it.
+        self.enabled = not gdal.GetConfigOption("GDAL_PAM_PROXY_DIR")
         self.templates = {}  # header key -> SourceInfo to copy, or None (not usable)
         self.folders = {}    # folder -> its lower-case file names, sorted
 
@@ -141,7 +145,7 @@ class Lookalikes:
                                    geotransform=geotransform(scale, tie), files=(stat(path),))
 
     def _header(self, path):
-        if path.startswith("/vsi") or not path.lower().endswith((".tif", ".tiff")) \
+        if not self.enabled or path.startswith("/vsi") or not path.lower().endswith((".tif", ".tiff")) \
                 or not os.path.isabs(path):
             return None
         folder, name = os.path.split(path)
