@@ -82,7 +82,16 @@ def _aligned(value):
 
 def effective_nodata(info):
     """Per selected band: its nodata value when its type can hold it, else None."""
-    return tuple(nd if representable(nd, info.dtype) else None for nd in info.nodata)
+    key = (tuple(map(repr, info.nodata)), info.dtype)  # repr: NaN is not equal to itself
+    found = _EFFECTIVE.get(key)
+    if found is None:
+        found = tuple(nd if representable(nd, info.dtype) else None for nd in info.nodata)
+        _EFFECTIVE[key] = found
+    return found
+
+
+# Inputs share a few (nodata, type) pairs: 10,000 tiles ask for one.
+_EFFECTIVE = {}
 
 
 def _mask_kind(info):
