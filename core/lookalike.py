@@ -124,7 +124,7 @@ class Lookalikes:
         self.describe = describe
         # .aux.xml files kept elsewhere: a tile's own one could not be seen beside it.
         self.enabled = not gdal.GetConfigOption("GDAL_PAM_PROXY_DIR")
-        self.templates = {}  # header key -> SourceInfo to copy, or None (not usable)
+        self.templates = {}  # header key -> SourceInfo to copy, or False (not usable)
         self.folders = {}    # folder -> its lower-case file names, sorted
 
     def __call__(self, index, path, etag=None):
