@@ -2,6 +2,7 @@
 #   make demo        generate a demo tile set and mosaic it through qgis_process
 #   make test        install what is missing, run every test (core, CLI, real QGIS)
 #   make bench       benchmark against GDAL and friends (BENCH_SCALE=ci|small|large)
+#   make bench-qgis344  the same benchmark on GDAL 3.13 (Debian sid chroot, root), own README block
 #   make package     streaming_mosaic.zip for QGIS's "Install from ZIP"
 #   make deploy      link this checkout into your QGIS profile's plugin folder
 #   make screenshots dialog screenshots and pictures for the README (Xvfb)
@@ -18,7 +19,7 @@ SKIP_DEPS ?=
 
 DEPS = $(if $(SKIP_DEPS),@true,tools/ensure-deps.sh)
 
-.PHONY: demo test test-unit test-qgis bench bench-smoke package deploy undeploy screenshots lint \
+.PHONY: demo test test-unit test-qgis bench bench-qgis344 bench-smoke package deploy undeploy screenshots lint \
         test-qgis340 test-qgis344 test-fresh clean
 
 demo:
@@ -38,6 +39,11 @@ test-qgis:
 bench:
 	$(DEPS) bench
 	$(PY) bench/run.py --scale $${BENCH_SCALE:-small} --readme README.md
+
+# Its table goes between <!-- bench:qgis344:start/end -->, beside the host's.
+bench-qgis344:
+	tools/chroot.sh qgis344 -- sh -c '$(if $(SKIP_DEPS),true,tools/ensure-deps.sh bench) && $(PY) bench/run.py \
+	    --scale $${BENCH_SCALE:-small} --readme README.md --block qgis344'
 
 bench-smoke:
 	$(DEPS) bench

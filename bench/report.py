@@ -126,6 +126,9 @@ def targets(res):
             f"{len(checks) - len(bad)}/{len(checks)} identical" + (f" ({', '.join(bad)})"
                                                                  if bad else ""),
             "all identical", not bad)
+    if res.get("pixfun"):
+        import pixfun_case
+        out += pixfun_case.targets(res["pixfun"], limit)
     for c in res["cases"]:
         if c["kind"] == "mixed":
             rss = _rss(c, "sm-mixed")
@@ -237,6 +240,9 @@ def markdown(res, chart):
                              f"{b['rss_mb']:.0f} | {over:+.0f} MB | {describe(b['compare'])} |")
     for section in res.get("sections", []):  # cases that write their own (remote)
         lines += ["", section]
+    if res.get("pixfun"):
+        import pixfun_case
+        lines += ["", pixfun_case.markdown(res["pixfun"])]
     for note in res.get("notes", []):
         lines += ["", f"Note: {note}"]
     if res.get("failures"):
@@ -304,31 +310,40 @@ def chart(res, path):
     plt.close(fig)
 
 
-def write(res, readme, root, out):
+def markers(block=None):
+    """The README markers of the main block, or of ``block`` (e.g. gdal-3.13)."""
+    if not block:
+        return START, END
+    return f"<!-- bench:{block}:start -->", f"<!-- bench:{block}:end -->"
+
+
+def write(res, readme, root, out, block=None):
     """Write the results into ``readme`` between the markers, else bench/out/results.md."""
-    suffix = "" if res["scale"] != "ci" else "-ci"
+    start, end = markers(block)
+    suffix = ("" if res["scale"] != "ci" else "-ci") + (f"-{block}" if block else "")
     text = None
     if readme and res["scale"] != "ci":
         readme = os.path.join(root, readme) if not os.path.isabs(readme) else readme
         if os.path.exists(readme):
             with open(readme, encoding="utf-8") as fh:
                 text = fh.read()
-            if START not in text or END not in text:
+            if start not in text or end not in text:
                 text = None
     if text is not None:
-        png = os.path.join(root, "resources", "bench.png")
+        name = f"bench-{block}.png" if block else "bench.png"
+        png = os.path.join(root, "resources", name)
         chart(res, png)
-        body = markdown(res, "resources/bench.png")
-        new = re.sub(re.escape(START) + r".*?" + re.escape(END),
-                     lambda _m: f"{START}\n{body}\n{END}", text, count=1, flags=re.S)
+        body = markdown(res, f"resources/{name}")
+        new = re.sub(re.escape(start) + r".*?" + re.escape(end),
+                     lambda _m: f"{start}\n{body}\n{end}", text, count=1, flags=re.S)
         with open(readme, "w", encoding="utf-8") as fh:
             fh.write(new)
-        return f"{readme} (between the bench markers) and {png}"
+        return f"{readme} (between {start} and {end}) and {png}"
     png = os.path.join(out, f"bench{suffix}.png")
     chart(res, png)
     md = os.path.join(out, f"results{suffix}.md")
     with open(md, "w", encoding="utf-8") as fh:
         fh.write("# Benchmark results\n\n" + markdown(res, os.path.basename(png)) + "\n")
     why = "" if not readme or res["scale"] == "ci" else \
-        f" ({readme} missing or without {START} / {END})"
+        f" ({readme} missing or without {start} / {end})"
     return f"{md} and {png}{why}"

@@ -43,6 +43,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import data  # noqa: E402
+import pixfun_case  # noqa: E402
 import report  # noqa: E402
 from compare import compare, describe  # noqa: E402
 from measure import ToolFailed, baseline_rss, load_average, run_child, summarize  # noqa: E402
@@ -263,6 +264,10 @@ class Bench:
                            "gdal_translate of the finished mosaic (ALL_CPUS)", "floor"),
             self.naive(vrt),
         ]
+        if pixfun_case.gdal_mosaic_available():  # GDAL >= 3.11
+            tools.insert(3, Tool("gdal-mosaic", "gdal raster mosaic (NUM_THREADS=ALL_CPUS)", "LZW",
+                                 pixfun_case.gdal_mosaic_argv(inputs, CO_LZW + ["NUM_THREADS=ALL_CPUS"]),
+                                 self.env_gdal, "other"))
         if mpix > 100:  # the slowest baseline runs once on big mosaics
             tools[-1].repeats = 1
         if mpix <= self.scale["gdal_merge_max_mpix"]:
@@ -427,9 +432,11 @@ def main(argv=None):
                         help="MEMORY_MB for our CLI and GDAL_CACHEMAX for GDAL (default 256)")
     parser.add_argument("--repeats", type=int, help="override the rounds of every case")
     parser.add_argument("--only", help="comma-separated cases: size names, many, mixed, dask, "
-                        "harmonize, composites, remote, cog")
+                        "harmonize, composites, remote, cog, pixfun")
     parser.add_argument("--noise", type=float, default=0.002,
                         help="noise of the synthetic field (0.002: ~2x LZW compression)")
+    parser.add_argument("--block", help="README block: write between <!-- bench:BLOCK:start --> "
+                        "and <!-- bench:BLOCK:end --> (e.g. gdal-3.13, for `make bench-qgis344`)")
     parser.add_argument("--keep", action="store_true", help="keep every output in bench/out/runs")
     args = parser.parse_args(argv)
 
@@ -461,6 +468,10 @@ def main(argv=None):
 
     if wanted("remote"):
         _remote_case(bench, args)
+    if wanted("pixfun"):
+        size = scale["sizes"][0]
+        bench.results["pixfun"] = pixfun_case.run_case(bench, Tool, CO_LZW, size,
+                                                       args.repeats or size["repeats"])
 
     if wanted("cog"):
         _cog_case(bench, args)
@@ -471,9 +482,10 @@ def main(argv=None):
                slack_mb=SLACK_MB, growth_limit=GROWTH_LIMIT, machine=_machine(),
                git=_git())
     res["targets"] = report.targets(res)
-    with open(os.path.join(OUT, f"results-{args.scale}.json"), "w") as fh:
+    tag = f"-{args.block}" if args.block else ""
+    with open(os.path.join(OUT, f"results-{args.scale}{tag}.json"), "w") as fh:
         json.dump(res, fh, indent=1, default=str)
-    where = report.write(res, args.readme, ROOT, OUT)
+    where = report.write(res, args.readme, ROOT, OUT, block=args.block)
     print()
     print(report.markdown(res, "bench.png"))
     print(f"written: {where}")
