@@ -31,6 +31,7 @@ in bench/out/results-<scale>.json.
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -101,7 +102,8 @@ class Bench:
         self.memory_mb = args.memory_mb
         self.runs_dir = os.path.join(OUT, "runs", args.scale)
         os.makedirs(self.runs_dir, exist_ok=True)
-        pkg = os.path.join(OUT, "pkg")
+        # One link per checkout path: the host and the sid chroot (/src/...) share bench/out.
+        pkg = os.path.join(OUT, "pkg-" + hashlib.sha1(ROOT.encode()).hexdigest()[:8])
         os.makedirs(pkg, exist_ok=True)
         link = os.path.join(pkg, "streaming_mosaic")
         if not os.path.islink(link) or os.path.realpath(link) != os.path.realpath(ROOT):
