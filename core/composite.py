@@ -109,7 +109,12 @@ def update_count(acc, data, valid, weight=None):
 def update_mean(acc, data, valid, weight=None):
     """Sum (float64) and count valid values; the mean is taken at the end."""
     valid = _valid_or_all(acc, valid)
-    np.add(acc.value, data, out=acc.value, where=valid, casting="unsafe")
+    if data.dtype.kind in "iub":
+        # Zeroing invalid integers and adding everything is exact and 3x faster than where=.
+        np.add(acc.value, np.multiply(data, valid, dtype=data.dtype), out=acc.value,
+               casting="unsafe")
+    else:
+        np.add(acc.value, data, out=acc.value, where=valid, casting="unsafe")
     np.add(acc.count, valid, out=acc.count, casting="unsafe")
     acc.filled |= valid
 
@@ -150,8 +155,9 @@ def result_count(acc):
 
 
 def result_mean(acc):
+    """The mean, computed in place in the sum accumulator (which it replaces)."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        return acc.value / np.maximum(acc.count, 1)
+        return np.divide(acc.value, np.maximum(acc.count, 1, out=acc.count), out=acc.value)
 
 
 def result_feather(acc):
@@ -200,6 +206,8 @@ class Rule:
             size += 8 + np.dtype(input_dtype).itemsize + 8  # weight, single, weighted temp
         if self.exact_sum(input_dtype):
             size += 8  # the float64 sum beside it
+        if self.update is update_mean:
+            size += np.dtype(input_dtype).itemsize  # the input with invalid samples zeroed
         return size
 
 
@@ -283,9 +291,16 @@ def cast(values, dtype):
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         if values.dtype.kind == "f":
-            values = np.nan_to_num(np.rint(values), nan=0.0)
-            with np.errstate(invalid="ignore"):
-                out = np.clip(values, info.min, info.max).astype(dtype)
+            # As nan_to_num(nan=0) then clip, in place (nan_to_num alone cost 4 passes).
+            values = np.rint(values)
+            if info.min == 0:
+                np.fmax(values, 0, out=values)  # NaN -> 0 as well
+                np.minimum(values, info.max, out=values)
+            else:
+                with np.errstate(invalid="ignore"):
+                    np.clip(values, info.min, info.max, out=values)
+                values[np.isnan(values)] = 0
+            out = values.astype(dtype)
             if dtype.itemsize == 8:
                 # float64(2**63 - 1) is 2**63: clipped to it, the cast wraps to -2**63.
                 out[values >= float(info.max)] = info.max

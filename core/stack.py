@@ -16,11 +16,58 @@ import numpy as np
 
 STACK_SAMPLE_BYTES = 8       # one float64 per input, band and pixel
 STACK_TEMP_BYTES = 8 * 8     # per band and pixel: count and the reductions' temporaries
+SMALL_STACK = 8              # up to this depth: a sorting network and per-layer selects
 
 
 def _take(stack, index):
     """stack[index[b, r, c], b, r, c] for an index array of shape (bands, rows, cols)."""
-    return np.take_along_axis(stack, index[None], axis=0)[0]
+    if stack.shape[0] > SMALL_STACK:
+        return np.take_along_axis(stack, index[None], axis=0)[0]
+    # A few whole-layer selects beat numpy's fancy indexing on shallow stacks.
+    out = stack[0].copy()
+    hit = np.empty(index.shape, bool)
+    for k in range(1, stack.shape[0]):
+        np.copyto(out, stack[k], where=np.equal(index, k, out=hit))
+    return out
+
+
+def _network(n):
+    """Batcher's odd-even merge sort for ``n`` items: a list of (i, j) compare-exchanges.
+
+    Built for the next power of two and pruned of pairs reaching past ``n`` (those
+    items would be +inf, so their exchanges never move anything).
+    """
+    size = 1
+    while size < n:
+        size *= 2
+    pairs = []
+    p = 1
+    while p < size:
+        k = p
+        while k >= 1:
+            for j in range(k % p, size - k, 2 * k):
+                for i in range(min(k, size - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return [(a, b) for a, b in pairs if b < n]
+
+
+def sort_stack(stack):
+    """Sort ``stack`` along its first axis in place, NaNs last (as ``ndarray.sort``)."""
+    n = stack.shape[0]
+    if n > SMALL_STACK:
+        stack.sort(axis=0)
+        return
+    if n < 2:
+        return
+    low = np.empty(stack.shape[1:], stack.dtype)
+    for i, j in _network(n):
+        # fmin takes the number when one side is NaN, maximum keeps the NaN: NaNs sink.
+        np.fmin(stack[i], stack[j], out=low)
+        np.maximum(stack[i], stack[j], out=stack[j])
+        stack[i] = low
 
 
 def reduce_percentile(stack, count, q):
@@ -42,6 +89,17 @@ def reduce_percentile(stack, count, q):
 
 def reduce_median(stack, count, q=None):
     """The median of the valid samples (mean of the two middle ones), as ``numpy.nanmedian``."""
+    n = stack.shape[0]
+    if n == 1:
+        return stack[0]
+    if n <= SMALL_STACK:
+        # Per count c, the middle samples are layers (c - 1) // 2 and c // 2: no index arrays.
+        out = np.add(stack[0], stack[0])
+        where = np.empty(count.shape, bool)
+        for c in range(2, n + 1):
+            np.add(stack[(c - 1) // 2], stack[c // 2], out=out, where=np.equal(count, c, out=where))
+        out /= 2
+        return out
     k = count.astype(np.intp)
     low = np.maximum((k - 1) // 2, 0)
     high = np.maximum(k // 2, 0)
@@ -87,5 +145,5 @@ def fill_stack(stack, count, j, ox, oy, data, valid):
 
 def reduce_stack(rule, stack, count, q):
     """Sort ``stack`` in place (NaNs last) and apply ``rule.reduce``."""
-    stack.sort(axis=0)
+    sort_stack(stack)
     return rule.reduce(stack, count, q)
