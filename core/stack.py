@@ -139,8 +139,12 @@ def fill_stack(stack, count, j, ox, oy, data, valid):
         np.copyto(layer, data, casting="unsafe")
     else:
         np.copyto(layer, data, where=valid, casting="unsafe")
-    # Counted from the layer: a NaN pixel in a float input without nodata is not a value.
-    count[:, oy:oy + h, ox:ox + w] += ~np.isnan(layer)
+    target = count[:, oy:oy + h, ox:ox + w]
+    if data.dtype.kind in "iub":  # integers are never NaN: count the valid mask itself
+        np.add(target, 1 if valid is None else valid, out=target, casting="unsafe")
+    else:
+        # Counted from the layer: a NaN pixel in a float input without nodata is not a value.
+        target += ~np.isnan(layer)
 
 
 def reduce_stack(rule, stack, count, q):
