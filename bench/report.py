@@ -36,7 +36,8 @@ def _ref_wall(case, row):
 
 
 def _median_load(res):
-    loads = sorted(r["load"] for c in res["cases"] for row in c.get("rows", ())
+    loads = sorted(r["load"] for c in res["cases"] + res.get("pixfun", [])
+                   for row in c.get("rows", ())
                    for r in row["runs"] if "load" in r)
     return loads[len(loads) // 2] if loads else float("nan")
 
@@ -177,6 +178,8 @@ def markdown(res, chart):
         "output (MB) | pixels vs reference |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
+    if not res["cases"]:  # e.g. --only pixfun
+        lines = lines[:-3]
     for c in res["cases"]:
         ref_label = {"mosaic": "gdal_translate NUM_THREADS=1", "many": "gdal_translate of the "
                      "larger inputs", "mixed": "gdalwarp, default -et 0.125"}[c["kind"]]
@@ -329,21 +332,25 @@ def write(res, readme, root, out, block=None):
                 text = fh.read()
             if start not in text or end not in text:
                 text = None
+    has_chart = any(c["kind"] == "mosaic" for c in res["cases"])  # else an empty chart
     if text is not None:
         name = f"bench-{block}.png" if block else "bench.png"
         png = os.path.join(root, "resources", name)
-        chart(res, png)
-        body = markdown(res, f"resources/{name}")
+        if has_chart:
+            chart(res, png)
+        body = markdown(res, f"resources/{name}" if has_chart else None)
         new = re.sub(re.escape(start) + r".*?" + re.escape(end),
                      lambda _m: f"{start}\n{body}\n{end}", text, count=1, flags=re.S)
         with open(readme, "w", encoding="utf-8") as fh:
             fh.write(new)
         return f"{readme} (between {start} and {end}) and {png}"
     png = os.path.join(out, f"bench{suffix}.png")
-    chart(res, png)
+    if has_chart:
+        chart(res, png)
     md = os.path.join(out, f"results{suffix}.md")
     with open(md, "w", encoding="utf-8") as fh:
-        fh.write("# Benchmark results\n\n" + markdown(res, os.path.basename(png)) + "\n")
+        fh.write("# Benchmark results\n\n" + markdown(res, os.path.basename(png) if has_chart
+                                                      else None) + "\n")
     why = "" if not readme or res["scale"] == "ci" else \
         f" ({readme} missing or without {start} / {end})"
     return f"{md} and {png}{why}"
