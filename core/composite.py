@@ -291,8 +291,9 @@ def cast(values, dtype):
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         if values.dtype.kind == "f":
-            # As nan_to_num(nan=0) then clip, in place (nan_to_num alone cost 4 passes).
-            values = np.rint(values)
+            # As nan_to_num(nan=0) then clip, in place (nan_to_num alone cost 4 passes), in
+            # float64: float32(2**31 - 1) is 2**31, which would wrap.
+            values = np.rint(values, dtype=np.float64)
             if info.min == 0:
                 np.fmax(values, 0, out=values)  # NaN -> 0 as well
                 np.minimum(values, info.max, out=values)
