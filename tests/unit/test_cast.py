@@ -11,7 +11,8 @@ INT_TYPES = ["uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "i
 def defined(values, dtype):
     """Round half to even, NaN -> 0, infinities and overflows clipped to the range."""
     info = np.iinfo(dtype)
-    rounded = np.nan_to_num(np.rint(values), nan=0.0)
+    # In float64: float32(2**31 - 1) is 2**31, which a float32 clip (numpy 2) would wrap.
+    rounded = np.nan_to_num(np.rint(values.astype(np.float64)), nan=0.0)
     with np.errstate(invalid="ignore"):
         out = np.clip(rounded, info.min, info.max).astype(dtype)
     if np.dtype(dtype).itemsize == 8:
