@@ -470,6 +470,7 @@ def main(argv=None):
 
     if wanted("remote"):
         _remote_case(bench, args)
+
     if wanted("pixfun"):
         size = scale["sizes"][0]
         bench.results["pixfun"] = pixfun_case.run_case(bench, Tool, CO_LZW, size,
