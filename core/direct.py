@@ -1,0 +1,86 @@
+"""METHOD first / last without accumulators: inputs read straight into the output window.
+
+When every input of a window marks its holes with the output's nodata value and
+nothing else (integer type equal to the output's, no mask or alpha band, no
+INPUT_NODATA), an output pixel is filled exactly where it differs from nodata. Such
+a window needs no validity masks and no accumulators: an input's part that no
+earlier input touched is read directly into the output buffer (its holes already
+hold nodata), and a part overlapping earlier ones is read aside and copied where
+the output still holds nodata. An input whose part is already full is not read
+(the rules' stop-when-full, per input). The pixels are those of the general path
+(:func:`~.render.render_window`); only the work differs.
+"""
+
+import numpy as np
+
+from .composite import update_first
+from .errors import Cancelled
+from .readers import read_data
+
+
+def applies(plan, ids, out):
+    """True when window sources ``ids`` can be composited by :func:`render` into ``out``."""
+    rule = plan.rule
+    if rule.update is not update_first or rule.stack or rule.weights:
+        return False
+    if plan.harmony is not None or plan.nodata_out is None or plan.nodata_input is not None:
+        return False
+    dtype = np.dtype(plan.out_dtype)
+    if (dtype.kind not in "iu" or dtype != np.dtype(plan.work_dtype)
+            or plan.out_bands != plan.band_count or out is None):
+        return False
+    fill = float(plan.nodata_out)
+    return all(_plain(plan.specs[i], dtype, fill, plan.band_count) for i in ids)
+
+
+def _plain(spec, dtype, fill, bands):
+    """The input's only validity rule is ``value != fill`` on every band, in ``dtype``."""
+    return (np.dtype(spec.dtype) == dtype and spec.mask == "none" and not spec.shared
+            and not spec.per_band and len(spec.bands) == bands
+            and all(nd is not None and float(nd) == fill for nd in spec.nodata))
+
+
+def render(plan, window, ctx, ids, out):
+    """Composite window ``window`` from sources ``ids`` into ``out`` (bands, h, w).
+
+    Returns
+    -------
+    (numpy.ndarray, int)
+        ``out``, and 0: no valid pixel can equal nodata here.
+    """
+    if plan.rule.reverse:
+        ids = ids[::-1]
+    fill = out.dtype.type(plan.nodata_out)
+    parts = [(i, p) for i in ids if (p := _part(plan.specs[i].bbox, window)) is not None]
+    if not parts or parts[0][1] != (0, 0, window.w, window.h):
+        out.fill(fill)  # pixels no input reaches, and the test below, need nodata
+    done = []
+    for i, part in parts:
+        if ctx.cancel_event.is_set():
+            raise Cancelled()
+        px0, py0, px1, py1 = part
+        view = out[:, py0:py1, px0:px1]
+        spec = plan.specs[i]
+        grid = (window.x + px0, window.y + py0, window.x + px1, window.y + py1)
+        if not any(_overlap(part, q) for q in done):
+            read_data(spec, ctx.handles, *grid, view)
+        else:
+            empty = np.equal(view, fill, out=ctx.scratch.array("direct.empty", view.shape, bool))
+            if not empty.any():
+                continue  # already full: this input cannot show
+            data = ctx.scratch.array("src", view.shape, out.dtype)
+            read_data(spec, ctx.handles, *grid, data)
+            np.copyto(view, data, where=empty)
+        done.append(part)
+    return out, 0
+
+
+def _part(bbox, window):
+    """The input's bbox in window pixels (x0, y0, x1, y1), or None when it misses."""
+    x0, y0 = max(bbox[0] - window.x, 0), max(bbox[1] - window.y, 0)
+    x1, y1 = min(bbox[2] - window.x, window.w), min(bbox[3] - window.y, window.h)
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def _overlap(a, b):
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
