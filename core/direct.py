@@ -18,19 +18,26 @@ from .errors import Cancelled
 from .readers import read_data
 
 
+def possible(rule, specs, work_dtype, out_dtype, nodata_out, nodata_input, alpha):
+    """True when every window of a plan with these settings takes the direct path
+    (``specs``: every input's, None for an input off the grid; ``alpha``: ADD_ALPHA)."""
+    if rule.update is not update_first or rule.stack or rule.weights or alpha:
+        return False
+    dtype = np.dtype(out_dtype)
+    if (nodata_out is None or nodata_input is not None or dtype.kind not in "iu"
+            or dtype != np.dtype(work_dtype)):
+        return False
+    bands = len(next((s.bands for s in specs if s is not None), ()))
+    return all(s is None or _plain(s, dtype, float(nodata_out), bands) for s in specs)
+
+
 def applies(plan, ids, out):
     """True when window sources ``ids`` can be composited by :func:`render` into ``out``."""
-    rule = plan.rule
-    if rule.update is not update_first or rule.stack or rule.weights:
-        return False
-    if plan.harmony is not None or plan.nodata_out is None or plan.nodata_input is not None:
-        return False
-    dtype = np.dtype(plan.out_dtype)
-    if (dtype.kind not in "iu" or dtype != np.dtype(plan.work_dtype)
-            or plan.out_bands != plan.band_count or out is None):
-        return False
-    fill = float(plan.nodata_out)
-    return all(_plain(plan.specs[i], dtype, fill, plan.band_count) for i in ids)
+    specs = [plan.specs[i] for i in ids]
+    return (out is not None and plan.harmony is None and plan.out_bands == plan.band_count
+            and len(next((s.bands for s in specs), ())) in (0, plan.band_count)
+            and possible(plan.rule, specs, plan.work_dtype, plan.out_dtype, plan.nodata_out,
+                         plan.nodata_input, False))
 
 
 def _plain(spec, dtype, fill, bands):
