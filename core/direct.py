@@ -23,21 +23,33 @@ def possible(rule, specs, work_dtype, out_dtype, nodata_out, nodata_input, alpha
     (``specs``: every input's, None for an input off the grid; ``alpha``: ADD_ALPHA)."""
     if rule.update is not update_first or rule.stack or rule.weights or alpha:
         return False
+    return _plain_all(specs, work_dtype, out_dtype, nodata_out, nodata_input)
+
+
+def applies(plan, ids, out):
+    """True when window sources ``ids`` can be composited by :func:`render` into ``out``.
+
+    METHOD first and last, and feather over a window one input reaches (its blend is
+    that input's value: no rounding).
+    """
+    rule = plan.rule
+    single = rule.weights and not rule.stack and len(ids) <= 1
+    if not (single or (rule.update is update_first and not rule.stack)):
+        return False
+    specs = [plan.specs[i] for i in ids]
+    return (out is not None and plan.harmony is None and plan.out_bands == plan.band_count
+            and len(next((s.bands for s in specs), ())) in (0, plan.band_count)
+            and _plain_all(specs, plan.work_dtype, plan.out_dtype, plan.nodata_out,
+                           plan.nodata_input))
+
+
+def _plain_all(specs, work_dtype, out_dtype, nodata_out, nodata_input):
     dtype = np.dtype(out_dtype)
     if (nodata_out is None or nodata_input is not None or dtype.kind not in "iu"
             or dtype != np.dtype(work_dtype)):
         return False
     bands = len(next((s.bands for s in specs if s is not None), ()))
     return all(s is None or _plain(s, dtype, float(nodata_out), bands) for s in specs)
-
-
-def applies(plan, ids, out):
-    """True when window sources ``ids`` can be composited by :func:`render` into ``out``."""
-    specs = [plan.specs[i] for i in ids]
-    return (out is not None and plan.harmony is None and plan.out_bands == plan.band_count
-            and len(next((s.bands for s in specs), ())) in (0, plan.band_count)
-            and possible(plan.rule, specs, plan.work_dtype, plan.out_dtype, plan.nodata_out,
-                         plan.nodata_input, False))
 
 
 def _plain(spec, dtype, fill, bands):

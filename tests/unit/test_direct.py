@@ -10,14 +10,16 @@ from streaming_mosaic.core.plan import make_plan
 
 
 def _windows(plan, monkeypatch, fast):
-    monkeypatch.setattr(direct, "applies", lambda *a: fast and taken.append(1) is None)
+    original = direct.applies
+    monkeypatch.setattr(direct, "applies",
+                        lambda *a: fast and original(*a) and taken.append(1) is None)
     taken = []
     ctx = render.Context()
     arrays = [render.render_window(plan, w, ctx)[0].copy() for w in plan.windows]
     return arrays, len(taken)
 
 
-@pytest.mark.parametrize("method", ["last", "first"])
+@pytest.mark.parametrize("method", ["last", "first", "feather"])
 @pytest.mark.parametrize("chunk", [256, 512])
 def test_direct_path_matches_the_general_path(tmp_path, monkeypatch, method, chunk):
     # Overlapping tiles, holes, a gap no input covers (a window column with no input
@@ -30,11 +32,14 @@ def test_direct_path_matches_the_general_path(tmp_path, monkeypatch, method, chu
     plan = make_plan(options.Options(inputs=paths, output=str(tmp_path / "o.tif"),
                                      method=method, chunk_size=chunk))
     ids = [plan.index.sources_for(w.index) for w in plan.windows]
-    assert all(direct.applies(plan, i, np.empty(1)) for i in ids)
     assert any(len(i) > 1 for i in ids) and any(not i for i in ids)
+    # Feather: the windows one input reaches (others blend).
+    expected = [len(i) <= 1 for i in ids] if method == "feather" else [True] * len(ids)
+    assert [direct.applies(plan, i, np.empty(1)) for i in ids] == expected
+    assert any(len(i) == 1 for i in ids)
     fast, used = _windows(plan, monkeypatch, True)
     slow, _ = _windows(plan, monkeypatch, False)
-    assert used == len(plan.windows)
+    assert used == sum(expected)
     for a, b in zip(fast, slow):
         np.testing.assert_array_equal(a, b)
 
