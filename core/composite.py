@@ -287,9 +287,14 @@ def cast(values, dtype):
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         if values.dtype.kind == "f":
-            values = np.nan_to_num(np.rint(values), nan=0.0)
+            # In place on one copy: rint, clip (infinities to the ends), NaN to 0.
+            values = np.rint(values)
+            np.clip(values, info.min, info.max, out=values)
+            nan = np.isnan(values)
+            if nan.any():
+                values[nan] = 0
             with np.errstate(invalid="ignore"):
-                out = np.clip(values, info.min, info.max).astype(dtype)
+                out = values.astype(dtype)
             if dtype.itemsize == 8:
                 # float64(2**63 - 1) is 2**63: clipped to it, the cast wraps to -2**63.
                 out[values >= float(info.max)] = info.max
