@@ -434,7 +434,7 @@ def main(argv=None):
                         help="MEMORY_MB for our CLI and GDAL_CACHEMAX for GDAL (default 256)")
     parser.add_argument("--repeats", type=int, help="override the rounds of every case")
     parser.add_argument("--only", help="comma-separated cases: size names, many, mixed, dask, "
-                        "harmonize, composites, remote, cog, pixfun")
+                        "harmonize, composites, remote, cog, pixfun, feather")
     parser.add_argument("--noise", type=float, default=0.002,
                         help="noise of the synthetic field (0.002: ~2x LZW compression)")
     parser.add_argument("--block", help="README block: write between <!-- bench:BLOCK:start --> "
@@ -478,6 +478,9 @@ def main(argv=None):
 
     if wanted("cog"):
         _cog_case(bench, args)
+
+    if wanted("feather"):
+        _feather_case(bench, args)
 
     res = bench.results
     res.update(finished=datetime.datetime.now().isoformat(timespec="seconds"),
@@ -544,6 +547,17 @@ def _remote_case(bench, args):
         print(text, flush=True)
         bench.results["remote"] = case
         bench.results.setdefault("sections", []).append(text)
+
+
+def _feather_case(bench, args):
+    """METHOD=feather against otbcli_Mosaic -comp.feather large (bench/feather_case.py)."""
+    import feather_case
+    rows = feather_case.run_case(memory_mb=args.memory_mb, repeats=args.repeats or 3)
+    print(feather_case.markdown(rows), flush=True)
+    bench.results["feather"] = rows
+    bench.results.setdefault("sections", []).append(feather_case.markdown(rows))
+    if len(rows) < 2:
+        bench.notes.append("feather case: otbcli_Mosaic not installed, OTB row missing")
 
 
 def _harmonize_case(bench):

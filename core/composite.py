@@ -35,13 +35,14 @@ class Acc:
     single: np.ndarray = None          # work type: last valid value (feather's exact path)
     tmp: np.ndarray = None             # bool scratch of the same shape (saves allocations)
     approx: np.ndarray = None          # float64 sum beside a 64-bit integer one (overflow)
+    blend: np.ndarray = None           # float64 scratch: one input's weighted values (feather)
 
     def view(self, ox, oy, w, h):
         """Accumulators restricted to columns ox..ox+w and rows oy..oy+h."""
         def cut(a):
             return None if a is None else a[:, oy:oy + h, ox:ox + w]
         return Acc(cut(self.value), cut(self.filled), cut(self.count), cut(self.weight),
-                   cut(self.single), cut(self.tmp), cut(self.approx))
+                   cut(self.single), cut(self.tmp), cut(self.approx), cut(self.blend))
 
     def scratch_bool(self):
         """A bool array shaped like the accumulators, free to overwrite."""
@@ -122,7 +123,8 @@ def update_mean(acc, data, valid, weight=None):
 def update_feather(acc, data, valid, weight):
     """Weighted sum: ``weight`` (rows, cols) rises from 0 at a footprint's edge to 1 inside."""
     valid = _valid_or_all(acc, valid)
-    weighted = np.multiply(data, weight[None, :, :], dtype=np.float64)
+    weighted = np.multiply(data, weight[None, :, :], dtype=np.float64,
+                           out=None if acc.blend is None else acc.blend)
     np.add(acc.value, weighted, out=acc.value, where=valid)
     np.add(acc.weight, np.broadcast_to(weight[None, :, :], valid.shape), out=acc.weight,
            where=valid)
@@ -277,6 +279,8 @@ def new_acc(rule, shape, input_dtype, arrays=None):
     if rule.weights:
         acc.weight = zeros("acc.weight", np.float64)
         acc.single = zeros("acc.single", input_dtype)
+        if arrays is not None:
+            acc.blend = arrays("acc.blend", shape, np.float64)
     if rule.exact_sum(input_dtype):
         acc.approx = zeros("acc.approx", np.float64)
     return acc

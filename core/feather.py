@@ -28,16 +28,31 @@ def edge_distance(footprint, limit):
         inside it. Exact (not a chamfer approximation) up to ``limit``.
     """
     footprint = np.asarray(footprint, bool)
-    rows, cols = footprint.shape
     if footprint.all():
         return np.full(footprint.shape, limit, np.float32)
     box = _rectangle(footprint)
     if box is not None:
         return _rectangle_distance(footprint.shape, box, limit)
+    dist = np.full(footprint.shape, limit, np.float32)
+    invalid = ~footprint
+    rows = np.flatnonzero(invalid.any(axis=1))
+    if rows.size == 0:
+        return dist
+    cols = np.flatnonzero(invalid.any(axis=0))
+    # Only pixels within ``reach`` rows and columns of an invalid pixel can be nearer
+    # than ``limit``, and every invalid pixel lies in that box: it alone is computed.
     reach = int(math.ceil(limit))
+    r0, r1 = max(rows[0] - reach, 0), min(rows[-1] + reach + 1, footprint.shape[0])
+    c0, c1 = max(cols[0] - reach, 0), min(cols[-1] + reach + 1, footprint.shape[1])
+    dist[r0:r1, c0:c1] = _exact(invalid[r0:r1, c0:c1], limit, reach)
+    return dist
+
+
+def _exact(invalid, limit, reach):
+    """:func:`edge_distance` of the box holding every invalid pixel (and its reach)."""
+    rows, cols = invalid.shape
     far = 10 ** 9
     index = np.arange(cols, dtype=np.int64)
-    invalid = ~footprint
     # Horizontal pass: distance to the nearest invalid pixel in the same row.
     left = np.where(invalid, index, -far)
     np.maximum.accumulate(left, axis=1, out=left)
@@ -46,14 +61,26 @@ def edge_distance(footprint, limit):
     g = np.minimum(index - left, right - index).astype(np.float32)
     np.minimum(g, np.float32(reach + 1), out=g)
     g2 = g * g
-    # Vertical pass: d2(y, x) = min over |dy| <= reach of g2(y + dy, x) + dy^2.
+    # Vertical pass: d2(y, x) = min over |dy| <= reach of g2(y + dy, x) + dy^2. A column
+    # whose g2 is the same in every row (beside a vertical edge) keeps it: only the
+    # columns between the first and the last that vary are passed.
     d2 = g2.copy()
-    for dy in range(1, min(reach, rows - 1) + 1):
-        step = np.float32(dy * dy)
-        np.minimum(d2[dy:], g2[:-dy] + step, out=d2[dy:])
-        np.minimum(d2[:-dy], g2[dy:] + step, out=d2[:-dy])
+    varying = np.flatnonzero(g2.min(axis=0) != g2.max(axis=0))
+    if varying.size:
+        _vertical(g2[:, varying[0]:varying[-1] + 1], d2[:, varying[0]:varying[-1] + 1], reach)
     dist = np.sqrt(d2, out=d2)
     return np.minimum(dist, np.float32(limit), out=dist)
+
+
+def _vertical(g2, d2, reach):
+    rows = g2.shape[0]
+    tmp = np.empty_like(g2)
+    for dy in range(1, min(reach, rows - 1) + 1):
+        step = np.float32(dy * dy)
+        shifted = np.add(g2[:-dy], step, out=tmp[dy:])
+        np.minimum(d2[dy:], shifted, out=d2[dy:])
+        shifted = np.add(g2[dy:], step, out=tmp[:-dy])
+        np.minimum(d2[:-dy], shifted, out=d2[:-dy])
 
 
 def _rectangle(footprint):

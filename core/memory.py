@@ -64,7 +64,8 @@ class Budget:
         return text
 
 
-def window_working_set(chunk, bands, rule, input_dtype, out_dtype, halo=0, depth=0, rows=0):
+def window_working_set(chunk, bands, rule, input_dtype, out_dtype, halo=0, depth=0, rows=0,
+                       direct=False):
     """Bytes one thread holds while rendering a ``chunk`` x ``chunk`` window.
 
     Accumulators and the bool scratch of the window, the read buffers of one
@@ -72,9 +73,12 @@ def window_working_set(chunk, bands, rule, input_dtype, out_dtype, halo=0, depth
     and, for feather, the distance transform of the haloed window. For a stack
     rule, the float64 stack of ``depth`` inputs over ``rows`` rows of the window
     (all of them when 0) and its reduction's temporaries; reads are then of
-    ``rows`` rows too.
+    ``rows`` rows too. ``direct``: the window is read straight into the output
+    buffer (:mod:`.direct`), with one input's data and a bool mask beside it.
     """
     px = chunk * chunk * bands
+    if direct:
+        return px * (np.dtype(input_dtype).itemsize + 1)
     read_side = chunk + 2 * halo
     read_px = read_side * read_side * bands
     stack = 0
@@ -92,7 +96,8 @@ def window_working_set(chunk, bands, rule, input_dtype, out_dtype, halo=0, depth
 
 
 def plan_budget(memory_mb, threads, block, bands, rule, input_dtype, out_dtype,
-                grid_size, chunk=0, halo=0, warped=False, depth=None, io_cache=0):
+                grid_size, chunk=0, halo=0, warped=False, depth=None, io_cache=0,
+                direct=False):
     """Choose the cache size and window side for a run.
 
     Parameters
@@ -111,6 +116,8 @@ def plan_budget(memory_mb, threads, block, bands, rule, input_dtype, out_dtype,
         stacked a strip of rows at a time (``Budget.stack_rows``).
     io_cache : int
         Bytes of GDAL's HTTP block cache when inputs are read over the network.
+    direct : bool
+        Every window is read straight into its output buffer (no accumulators).
 
     Returns
     -------
@@ -136,7 +143,7 @@ def plan_budget(memory_mb, threads, block, bands, rule, input_dtype, out_dtype,
 
     def cost(side, nthreads, rows=0):
         per = window_working_set(side, bands, rule, input_dtype, out_dtype, halo,
-                                 deepest(side), rows)
+                                 deepest(side), rows, direct)
         out = side * side * bands * out_size
         return per, out, cache + overhead + nthreads * (per + warp) + (nthreads + 2) * out
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from osgeo import gdal
 
-from . import bandmeta, harmonize
+from . import bandmeta, direct, harmonize
 from . import grid as gridmod
 from .errors import InputError, OptionError
 from .memory import MB, Budget, plan_budget, smallest_budget_mb
@@ -235,9 +235,11 @@ def make_plan(options, strict=True):
     out_bands = band_count + (1 if options.add_alpha else 0)
     # HARMONIZE composites corrected values in float64.
     work_dtype = input_dtype if options.harmonize == "none" else "float64"
+    fast = direct.possible(rule, specs, work_dtype, out_dtype, nodata_out, nodata_input,
+                           out_bands != band_count)
     budget = _budget(options, options.memory_mb, block, out_bands, rule, work_dtype,
                      out_dtype, grid, halo, specs, boxes,
-                     io_cache_bytes([s.path for s in sources]))
+                     io_cache_bytes([s.path for s in sources]), fast)
     if not budget.fits:
         warnings.append(f"MEMORY_MB={options.memory_mb} is too small for one "
                         f"{budget.chunk}x{budget.chunk} window; the run may use more")
@@ -257,8 +259,9 @@ def make_plan(options, strict=True):
 
 
 def _budget(options, memory_mb, block, band_count, rule, input_dtype, out_dtype, grid, halo,
-            specs, boxes, io_cache=0):
-    """The memory budget; for a stack rule, refused when even one row of it cannot fit."""
+            specs, boxes, io_cache=0, fast=False):
+    """The memory budget; for a stack rule, refused when even one row of it cannot fit
+    (``fast``: every window takes :mod:`.direct`'s path)."""
     size = (grid.width, grid.height)
 
     def depth(side):
@@ -267,7 +270,7 @@ def _budget(options, memory_mb, block, band_count, rule, input_dtype, out_dtype,
     def budget(mb):
         return plan_budget(mb, threads_wanted(options.threads), block, band_count, rule,
                            input_dtype, out_dtype, size, chunk=int(options.chunk_size or 0),
-                           halo=halo, depth=depth, io_cache=io_cache,
+                           halo=halo, depth=depth, io_cache=io_cache, direct=fast,
                            warped=any(s is not None and s.kind == "warp" for s in specs))
 
     result = budget(memory_mb)

@@ -126,6 +126,19 @@ def _one_nodata(spec):
     return first
 
 
+def read_data(spec, handles, x0, y0, x1, y1, out):
+    """Read ``spec``'s data bands for grid window ``[x0:x1, y0:y1]`` (inside its bbox)
+    into ``out`` (bands, y1 - y0, x1 - x0), which may be a strided view.
+
+    Raises
+    ------
+    InputError
+        When GDAL fails to read the input.
+    """
+    window = (x0 - spec.origin[0], y0 - spec.origin[1], x1 - x0, y1 - y0)
+    _read_into(handles.get(spec), spec, *window, out, spec.bands)
+
+
 class _Validity:
     """The AND of validity conditions, built in reused buffers (None: all valid)."""
 

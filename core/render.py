@@ -11,6 +11,7 @@ import threading
 
 import numpy as np
 
+from . import direct
 from .composite import finalize, new_acc
 from .errors import Cancelled
 from .feather import weights as feather_weights
@@ -57,9 +58,13 @@ def render_window(plan, window, ctx=None, out=None):
     """
     ctx = ctx or Context()
     rule = plan.rule
+    ids = plan.index.sources_for(window.index)
+    if out is None:
+        out = np.empty((plan.out_bands, window.h, window.w), plan.out_dtype)
+    if direct.applies(plan, ids, out):
+        return direct.render(plan, window, ctx, ids, out)
     acc = new_acc(rule, (plan.band_count, window.h, window.w), plan.work_dtype,
                   ctx.scratch.array)
-    ids = plan.index.sources_for(window.index)
     if rule.stack:
         _render_stacked(plan, window, ctx, acc, ids)
         return _finish(plan, window, acc, out)

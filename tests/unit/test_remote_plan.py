@@ -160,7 +160,10 @@ def test_the_http_cache_counts_inside_memory_mb(nginx, served):
     base = plan(local, memory_mb=64).budget
     remote = plan(list(served), memory_mb=64).budget
     assert remote.overhead - base.overhead == 16 * 2**20
-    assert remote.estimated_peak > base.estimated_peak
+    # The rest shrinks to make room (windows come in block steps, so the peaks may
+    # not order): the windows are no larger and the whole still fits MEMORY_MB.
+    assert remote.chunk <= base.chunk
+    assert remote.estimated_peak <= remote.total
     gdal.SetConfigOption("CPL_VSIL_CURL_CACHE_SIZE", str(40 * 2**20))
     try:
         bigger = plan(list(served), memory_mb=64).budget
