@@ -105,8 +105,8 @@ def encode_window(plan, window, array, sparse):
         blob, status = _encode(plan, window, array, sparse)
         try:
             return split_tiles(blob, window.x, window.y, complete=not sparse)
-        except ValueError as exc:
-            error = f"{exc}; WriteRaster: {status}"
+        except (ValueError, struct.error) as exc:  # a tile absent, or the file cut short
+            error = f"{exc or type(exc).__name__} in {len(blob)} bytes; WriteRaster: {status}"
     raise OutputError(f"/vsimem/ (window {window.index + 1})",
                       f"compressing the window on the worker failed twice ({error})")
 
@@ -162,6 +162,8 @@ def split_tiles(blob, x, y, complete=False):
             for tx in range(layout.across):
                 k = layout.entry(plane, tx, ty)
                 if offsets[k] and counts[k]:
+                    if offsets[k] + counts[k] > len(blob):
+                        raise ValueError(f"tile {k} ends past the file's {len(blob)} bytes")
                     tiles[(plane, tx0 + tx, ty0 + ty)] = blob[offsets[k]:offsets[k] + counts[k]]
     if complete and len(tiles) < len(offsets):
         raise ValueError(f"{len(offsets) - len(tiles)} of {len(offsets)} tiles absent in "

@@ -217,6 +217,7 @@ def test_a_window_compressed_with_a_tile_missing_is_an_error(tiles, tmp_path, mo
     window = plan.windows[0]
     array, _ = render_window(plan, window)
     assert len(raw.encode_window(plan, window, array, False)) == 4  # 2 x 2 tiles of 256
+    whole = raw._encode(plan, window, array, False)[0]
     # The same window with its last tile never written.
     path = "/vsimem/test_missing_tile.tif"
     ds = gdal.GetDriverByName("GTiff").Create(path, window.w, window.h, plan.out_bands,
@@ -233,6 +234,13 @@ def test_a_window_compressed_with_a_tile_missing_is_an_error(tiles, tmp_path, mo
     with pytest.raises(OutputError, match="window 1.*1 of 4 tiles absent"):
         raw.encode_window(plan, window, array, False)
     assert len(calls) == 2  # tried again once
+    # A file cut short (seen under load: its directory past the end) is tried again too.
+    for cut in (whole[:-200], whole[:24]):  # a tile's bytes, or the directory, cut short
+        calls.clear()
+        monkeypatch.setattr(raw, "_encode", lambda *args, cut=cut: calls.append(1) or (cut, "0"))
+        with pytest.raises(OutputError, match="window 1.*failed twice"):
+            raw.encode_window(plan, window, array, False)
+        assert len(calls) == 2
 
 
 def test_cancel_keeps_the_partial_and_resume_finishes_it(tiles, reference, cluster, tmp_path):
