@@ -20,8 +20,10 @@ from osgeo import gdal
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tools"))
 
 import data  # noqa: E402
+from links import package_link  # noqa: E402
 from measure import load_average, run_child, summarize  # noqa: E402
 
 TILE = {"ci": 240, "small": 3000, "large": 3000}  # 3000: the 8600 x 8600 mosaic
@@ -118,5 +120,5 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory-mb", type=int, default=256)
     args = parser.parse_args()
-    pkg = os.path.join(data.OUT, "pkg")
+    pkg = package_link(os.path.join(data.OUT, "runs", "cog", "pkg"))
     print(markdown(run_case(args.scale, args.memory_mb, args.repeats, pkg=pkg)))

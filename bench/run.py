@@ -520,7 +520,7 @@ def _cog_case(bench, args):
     """COG=true against gdal_translate -of COG of the VRT (bench/cog_case.py)."""
     import cog_case
     res = cog_case.run_case(args.scale, args.memory_mb, args.repeats or 3, PY,
-                            os.path.join(OUT, "pkg"), bench.runs_dir)
+                            bench.env_ours["PYTHONPATH"], bench.runs_dir)
     print(cog_case.markdown(res), flush=True)
     bench.results["cog"] = res
     if not res["identical"]:
