@@ -42,11 +42,13 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import data  # noqa: E402
 import pixfun_case  # noqa: E402
 import report  # noqa: E402
 from compare import compare, describe  # noqa: E402
+from links import package_link  # noqa: E402
 from measure import ToolFailed, baseline_rss, load_average, run_child, summarize  # noqa: E402
 
 PY = "/usr/bin/python3"
@@ -103,13 +105,7 @@ class Bench:
         self.runs_dir = os.path.join(OUT, "runs", args.scale)
         os.makedirs(self.runs_dir, exist_ok=True)
         # One link per checkout path: the host and the sid chroot (/src/...) share bench/out.
-        pkg = os.path.join(OUT, "pkg-" + hashlib.sha1(ROOT.encode()).hexdigest()[:8])
-        os.makedirs(pkg, exist_ok=True)
-        link = os.path.join(pkg, "streaming_mosaic")
-        if not os.path.islink(link) or os.path.realpath(link) != os.path.realpath(ROOT):
-            if os.path.lexists(link):
-                os.remove(link)
-            os.symlink(ROOT, link)
+        pkg = package_link(os.path.join(OUT, "pkg-" + hashlib.sha1(ROOT.encode()).hexdigest()[:8]))
         base = {k: v for k, v in os.environ.items()
                 if not k.startswith(("GDAL_", "CPL_")) and k != "PYTHONPATH"}
         # Our CLI sets its own cache from MEMORY_MB: GDAL_CACHEMAX is not given to it.
@@ -562,7 +558,6 @@ def _feather_case(bench, args):
 
 def _harmonize_case(bench):
     """HARMONIZE none / gain / linear against OTB Mosaic band/rmse (tools/harmony_picture.py)."""
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
     import harmony_picture
     folder = tempfile.mkdtemp(prefix="bench-harmonize-")
     try:

@@ -12,6 +12,9 @@ def package_link(folder):
     """
     os.makedirs(folder, exist_ok=True)
     link = os.path.join(folder, "streaming_mosaic")
-    if not os.path.islink(link):
+    # A link made by another checkout (or the same one seen from a chroot) is made again.
+    if not os.path.islink(link) or os.path.realpath(link) != os.path.realpath(ROOT):
+        if os.path.lexists(link):
+            os.remove(link)
         os.symlink(ROOT, link)
     return folder

@@ -408,12 +408,17 @@ def test_after_a_read_error_another_changed_input_still_refuses_resume(tiles):
     assert kept_state(out) == before
 
 
+def _last_served(paths, server):
+    """The server and the inputs: the first three tiles local, the fourth served as last.tif."""
+    httpd, root, url = server
+    shutil.copy(paths[3], root / "last.tif")
+    return httpd, paths[:3] + [url + "last.tif"]
+
+
 def test_a_transient_network_error_keeps_the_windows_and_resume_continues_where_it_stopped(
         tiles, server, tmp_path):
     paths, _folder, out = tiles
-    httpd, root, url = server
-    shutil.copy(paths[3], root / "last.tif")
-    inputs = paths[:3] + [url + "last.tif"]
+    httpd, inputs = _last_served(paths, server)
     ref = vrt_reference(paths, tmp_path / "ref.tif")
     httpd.failing.add("last.tif")  # the server answers 503 to its pixel ranges
 
@@ -437,9 +442,7 @@ def test_a_transient_network_error_keeps_the_windows_and_resume_continues_where_
 def test_transient_errors_are_retried_with_gdals_settings_unless_the_user_sets_them(
         tiles, server, tmp_path):
     paths, _folder, out = tiles
-    httpd, root, url = server
-    shutil.copy(paths[3], root / "last.tif")
-    inputs = paths[:3] + [url + "last.tif"]
+    httpd, inputs = _last_served(paths, server)
     assert not {"GDAL_HTTP_MAX_RETRY", "GDAL_HTTP_RETRY_DELAY"} & set(os.environ)
     # Three 503 answers, then the pixels: the same run fails with no retries (below).
     httpd.flaky["last.tif"] = 3
