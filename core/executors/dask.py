@@ -36,6 +36,7 @@ from ..gdalenv import thread_env
 from ..options import PARAM_BY_ATTR, parse_dask
 from ..render import Context, render_window
 from .local import HANDLES_PER_THREAD
+from .spawn import use_own_python
 from .tiles import UNMOVABLE, RawTiles, encode_window
 
 try:
@@ -45,6 +46,8 @@ except ImportError:  # the caller checks first, see executors.make
 
 # How long the client waits to reach a scheduler, or for a lost one to come back.
 CONNECT_SECONDS = 10
+# How long a local worker process may take to start and reach the scheduler.
+START_SECONDS = 60
 LOST_SECONDS = 30
 POLL_SECONDS = 0.1
 # Neighbouring windows per task, fewer when that would leave a worker without two tasks:
@@ -137,6 +140,7 @@ class DaskExecutor:
     def __init__(self, plan):
         self.plan = plan
         self.cluster = None
+        self.python = None  # the interpreter of local workers, see spawn.use_own_python
         self.value = plan.options.dask_scheduler
         kind, arg = parse_dask(self.value)
         compress = str(plan.creation_options.get("COMPRESS", "")).upper()
@@ -168,9 +172,10 @@ class DaskExecutor:
         silence = logging.ERROR
         try:
             if kind == "local":
+                self.python = use_own_python()
                 self.cluster = distributed.LocalCluster(
                     n_workers=arg, threads_per_worker=1, processes=True,
-                    dashboard_address=None, silence_logs=silence)
+                    dashboard_address=None, silence_logs=silence, death_timeout=START_SECONDS)
                 # The scheduler runs in this process: results come from the workers directly.
                 return distributed.Client(self.cluster, set_as_default=False,
                                           direct_to_workers=True)
@@ -180,8 +185,9 @@ class DaskExecutor:
         except Exception as exc:  # OSError, TimeoutError, distributed's comm errors
             if self.cluster is not None:
                 self.cluster.close()
-            raise ClusterError(f"DASK_SCHEDULER (--dask): cannot reach the Dask scheduler "
-                               f"{self.value} ({_reason(exc)})") from None
+            what = (f"cannot start {self.value}'s worker processes with {self.python}"
+                    if kind == "local" else f"cannot reach the Dask scheduler {self.value}")
+            raise ClusterError(f"DASK_SCHEDULER (--dask): {what} ({_reason(exc)})") from None
 
     def _lost(self, exc):
         return ClusterError(f"DASK_SCHEDULER (--dask): lost the Dask scheduler {self.value} "

@@ -127,3 +127,21 @@ def test_run_keeps_its_progress_bar_on_one_line(qgis_process_enabled, many_windo
     assert lines[-1].startswith("Finished: ")
     np.testing.assert_array_equal(read(out)[0], read(vrt_reference(many_windows,
                                                                    tmp_path / "ref.tif"))[0])
+
+
+def test_local_dask_cluster_starts_from_qgis_process(qgis_process_enabled, many_windows, tmp_path):
+    """Inside qgis_process, Python is embedded: ``sys.executable`` is not the interpreter QGIS
+    runs (here the first python3 on PATH), so Dask's spawned workers could not import GDAL and
+    the cluster never came up. The workers now run QGIS's own Python."""
+    pytest.importorskip("distributed")  # tools/ensure-deps.sh test installs it
+    out, local = str(tmp_path / "dask.tif"), str(tmp_path / "local.tif")
+    proc = qgis_process_enabled("run", "streamingmosaic:mosaic", "--", *_inputs(many_windows),
+                                f"OUTPUT={out}", "CHUNK_SIZE=256", "METHOD=4",
+                                "DASK_SCHEDULER=local:2", timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = qgis_process_enabled("run", "streamingmosaic:mosaic", "--", *_inputs(many_windows),
+                                f"OUTPUT={local}", "CHUNK_SIZE=256", "METHOD=4")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    got, want = read(out), read(local)
+    assert got[1:] == want[1:]
+    np.testing.assert_array_equal(got[0], want[0])
