@@ -10,9 +10,11 @@ killed, every window task was cancelled. Each task gets the plan and a few
 neighbouring window numbers (``GROUP``), renders each window with
 :func:`~..render.render_window` on a per-worker-thread :class:`~..render.Context`
 (kept across tasks, keyed by the run), compresses it with the output's creation
-options and returns the compressed tiles (:func:`.tiles.encode_window`). The
-client only appends those bytes to the partial (:class:`.tiles.RawTiles`), in
-window order, as the local engine does. At most ``in_flight`` windows are
+options (:func:`.tiles.encode_window`) and, when it sees the client's partial,
+appends the tiles to it itself and returns only where they are (:mod:`.shared`);
+otherwise it returns the bytes and the client appends them. The client patches
+the tile arrays (:class:`.tiles.RawTiles`) in window order and checkpoints, as
+the local engine does. At most ``in_flight`` windows are
 submitted and not yet written, so memory stays bounded on the client and the
 workers.
 
@@ -35,6 +37,7 @@ from ..errors import Cancelled, ClusterError, OptionError
 from ..gdalenv import thread_env
 from ..options import PARAM_BY_ATTR, parse_dask
 from ..render import Context, render_window
+from . import shared
 from .local import HANDLES_PER_THREAD
 from .spawn import use_own_python
 from .tiles import UNMOVABLE, RawTiles, encode_window
@@ -76,20 +79,22 @@ def load_plan(blob):
     return pickle.loads(blob)
 
 
-def render_task(plan, key, indices, sparse):
-    """Render and compress windows ``indices`` on a worker.
+def render_task(plan, key, indices, sparse, target=None):
+    """Render and compress windows ``indices`` on a worker; append their tiles to the
+    partial when it sees the client's (``target``, a :class:`.shared.Target`).
 
     Returns
     -------
     (list, Exception or None)
-        ``(tiles or None, moved)`` of each window in order, up to the first that
-        failed, and that failure (raised when it is the first window), so the
-        client writes the windows before it, as the local engine does.
+        ``(payload, moved)`` of each window in order (its tiles, a
+        :class:`.shared.Placed`, or None), up to the first that failed, and that
+        failure (raised when it is the first window), so the client writes the
+        windows before it, as the local engine does.
     """
     results = []
     for index in indices:
         try:
-            results.append(_render_one(plan, key, index, sparse))
+            results.append(_render_one(plan, key, index, sparse, target))
         except Exception as exc:
             if not results:
                 raise
@@ -97,7 +102,7 @@ def render_task(plan, key, indices, sparse):
     return results, None
 
 
-def _render_one(plan, key, index, sparse):
+def _render_one(plan, key, index, sparse, target):
     window = plan.windows[index]
     if sparse and not plan.index.sources_for(index):
         return None, 0
@@ -105,14 +110,21 @@ def _render_one(plan, key, index, sparse):
         array, moved = render_window(plan, window, _context(plan, key))
         if sparse and writer.unwritten(plan, array):
             return None, moved
-        return encode_window(plan, window, array, sparse), moved
+        tiles = encode_window(plan, window, array, sparse)  # every tile checked
+    del array
+    placed = shared.place(target, tiles) if target is not None and tiles else None
+    return placed or tiles, moved
 
 
 class RawSink(RawTiles):
     """:class:`.tiles.RawTiles` with the engine's sink interface."""
 
-    def write(self, window, tiles):  # noqa: D102 - same as RawTiles.write
-        RawTiles.write(self, tiles)
+    def write(self, window, payload):
+        """A window's tiles, or where its worker appended them (:class:`.shared.Placed`)."""
+        if isinstance(payload, shared.Placed):
+            self.place(payload.places)
+        else:
+            RawTiles.write(self, payload)
 
     def close(self):
         try:
@@ -141,6 +153,7 @@ class DaskExecutor:
         self.plan = plan
         self.cluster = None
         self.python = None  # the interpreter of local workers, see spawn.use_own_python
+        self.target = None  # set by open_sink: workers seeing the partial append to it
         self.value = plan.options.dask_scheduler
         kind, arg = parse_dask(self.value)
         compress = str(plan.creation_options.get("COMPRESS", "")).upper()
@@ -194,9 +207,11 @@ class DaskExecutor:
                             f"({_reason(exc)})")
 
     def open_sink(self, path, box):
-        """Appends the workers' compressed tiles to the partial (closed by GDAL first)."""
+        """Places the workers' compressed tiles in the partial (closed by GDAL first)."""
         writer.close_checked(box)
-        return RawSink(path)
+        sink = RawSink(path)
+        self.target = sink.share()
+        return sink
 
     def room(self):
         return self.queued < self.in_flight
@@ -211,7 +226,8 @@ class DaskExecutor:
         indices, self.batch = tuple(self.batch), []
         try:
             future = self.client.submit(
-                render_task, self.plan_future, self.key, indices, self.sparse, pure=False,
+                render_task, self.plan_future, self.key, indices, self.sparse, self.target,
+                pure=False,
                 key=f"streaming-mosaic-{self.key}-{indices[0]}")
             done = threading.Event()
             future.add_done_callback(lambda _future: done.set())
@@ -220,7 +236,7 @@ class DaskExecutor:
         self.pending.append((future, done, indices[0] + 1))
 
     def next(self, cancel):
-        """The oldest submitted window's (tiles or None, moved); re-raises its error."""
+        """The oldest submitted window's (payload, moved); re-raises its error."""
         if cancel():
             raise Cancelled()
         if not self.results:

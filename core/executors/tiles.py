@@ -7,8 +7,10 @@ TIFF layout directly:
   small GeoTIFF in ``/vsimem/`` (exactly the window, same block size, same
   codec), and returns the bytes of its tiles (:func:`encode_window`);
 * the client made the partial with GDAL and ``SPARSE_OK=TRUE`` (every tile
-  absent: offset 0), appends each tile's bytes at the end of the file and
-  patches its TileOffsets / TileByteCounts entries (:class:`RawTiles`).
+  absent: offset 0); each tile's bytes are appended at the end of the file, by
+  the worker itself when it sees the partial (:mod:`.shared`), else by the
+  client, and the client patches its TileOffsets / TileByteCounts entries
+  (:class:`RawTiles`).
 
 The windows are block-aligned, so a window's tile (i, j) is the output's tile
 (x / block + i, y / block + j). A band-interleaved output has one tile per band
@@ -24,6 +26,7 @@ from osgeo import gdal
 
 from ..errors import OutputError
 from ..geokeys import TYPE_SIZES
+from . import shared
 
 TILE_OFFSETS, TILE_BYTE_COUNTS = 324, 325
 _TAGS = {256: "width", 257: "height", 277: "samples", 284: "planar", 322: "tile_w",
@@ -172,11 +175,13 @@ def split_tiles(blob, x, y, complete=False):
 
 
 class RawTiles:
-    """The client's writer: appends compressed tiles to a GDAL-made tiled GeoTIFF.
+    """The client's writer: compressed tiles appended to a GDAL-made tiled GeoTIFF.
 
-    The tile arrays are kept in memory and written into the file by :meth:`flush`
-    (before its fsync, so a checkpoint covers them) and :meth:`close`; a window's
-    tiles are appended with one system call.
+    A window's tiles are appended with one system call (:meth:`write`), or were
+    appended by a worker (:meth:`place`, after :meth:`share`). The tile arrays are
+    kept in memory and written into the file by :meth:`flush` (before its fsync,
+    which also makes the workers' appends durable on a local disk, so a checkpoint
+    covers them) and :meth:`close`. Only this process writes the tile arrays.
     """
 
     def __init__(self, path):
@@ -193,39 +198,48 @@ class RawTiles:
             os.close(self.fd)
             raise OutputError(path, f"the partial output is not a tiled GeoTIFF ({exc}); "
                               "run without RESUME to start over") from None
-        self.end = os.fstat(self.fd).st_size
+        self.classic = self.layout.offsets[0] == "I"
+        self.target = None  # a shared.Target once workers may append
         self.dirty = False
 
     def _read_at(self, pos, n):
         return os.pread(self.fd, n, pos)
 
+    def share(self):
+        """Let workers append to the partial too (see :mod:`.shared`).
+
+        Returns
+        -------
+        shared.Target or None
+            What the workers need, or None when this file system cannot lock files.
+        """
+        try:
+            self.target = shared.publish(self.fd, self.path, self.classic)
+        except OSError:  # no locks here (some network file systems): this process writes
+            self.target = None
+        return self.target
+
     def write(self, tiles):
         """Append ``{(plane, tx, ty): bytes}`` and point the tile arrays at them."""
-        layout, buffers, places, end = self.layout, [], [], self.end
-        for (plane, tx, ty), data in sorted(tiles.items()):
-            if end & 1:  # TIFF data start on a word boundary
-                buffers.append(b"\0")
-                end += 1
-            places.append((layout.entry(plane, tx, ty), end, len(data)))
-            buffers.append(data)
-            end += len(data)
         try:
-            if layout.offsets[0] == "I" and end >= 2**32:
-                raise OSError("the partial output is a classic TIFF and would pass 4 GB; "
-                              "add the creation option BIGTIFF=YES")
-            _write_all(self.fd, buffers, self.end)
+            places = shared.append(self.fd, tiles, self.classic, lock=self.target is not None)
         except OSError as exc:
             from ..writer import output_error
             raise output_error(self.path, exc, "writing a tile failed") from None
-        for k, offset, count in places:
+        self.place(places)
+
+    def place(self, places):
+        """Point the tile arrays at tiles already in the file: ``{(plane, tx, ty): (offset, size)}``."""
+        for (plane, tx, ty), (offset, count) in places.items():
+            k = self.layout.entry(plane, tx, ty)
             self.tables["offsets"][k], self.tables["counts"][k] = offset, count
-        self.end, self.dirty = end, self.dirty or bool(places)
+        self.dirty = self.dirty or bool(places)
 
     def _write_tables(self):
         for which in ("offsets", "counts"):
             fmt, n, where = getattr(self.layout, which)
-            _write_all(self.fd, [struct.pack(f"{self.layout.order}{n}{fmt}",
-                                             *self.tables[which])], where)
+            shared.write_all(self.fd, [struct.pack(f"{self.layout.order}{n}{fmt}",
+                                                   *self.tables[which])], where)
         self.dirty = False
 
     def flush(self):
@@ -240,26 +254,11 @@ class RawTiles:
     def close(self):
         if self.fd is not None:
             try:
+                if self.target is not None:
+                    shared.revoke(self.fd, self.target)  # no worker appends after this
+                    self.target = None
                 if self.dirty:
                     self._write_tables()
             finally:
                 os.close(self.fd)
                 self.fd = None
-
-
-# Buffers per writev call (the system's IOV_MAX is 1024 on Linux).
-_IOV_MAX = 512
-
-
-def _write_all(fd, buffers, pos):
-    """Write ``buffers`` one after the other at ``pos``, whatever the system writes at once."""
-    for i in range(0, len(buffers), _IOV_MAX):
-        part = buffers[i:i + _IOV_MAX]
-        total = sum(len(b) for b in part)
-        n = os.pwritev(fd, part, pos) if hasattr(os, "pwritev") else 0
-        if n < total:  # rare: the rest, one buffer at a time
-            view = memoryview(b"".join(part))[n:]
-            while view:
-                m = os.pwrite(fd, view, pos + n)
-                view, n = view[m:], n + m
-        pos += total

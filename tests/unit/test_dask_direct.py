@@ -1,0 +1,251 @@
+"""DASK_SCHEDULER with workers appending their compressed tiles to the shared partial
+themselves (core/executors/shared.py), and the fallback when they cannot see it: the
+same pixels as the local engine either way."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import streaming_mosaic
+from helpers import PYTHON, read
+from streaming_mosaic.core.errors import OutputError
+from streaming_mosaic.core.executors import shared
+
+pytest.importorskip("distributed")  # tools/ensure-deps.sh test installs it
+
+from test_dask import Cluster, same  # noqa: E402 - needs distributed
+
+from streaming_mosaic.core.executors import dask as dask_executor  # noqa: E402,I001
+
+
+@pytest.fixture(scope="module")
+def tiles(tmp_path_factory):
+    from helpers import tile_set
+    folder = tmp_path_factory.mktemp("dask_direct_tiles")
+    return tile_set(folder, seed=16, grid=(2, 3), size=(700, 520), overlap=60, bands=2,
+                    dtype="uint16")
+
+
+@pytest.fixture(scope="module")
+def reference(tiles, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dask_direct_ref")
+    cache = {}
+
+    def get(method, chunk):
+        if (method, chunk) not in cache:
+            out = folder / f"{method}_{chunk}.tif"
+            streaming_mosaic.mosaic(tiles, out, method=method, chunk_size=chunk)
+            cache[method, chunk] = read(out)
+        return cache[method, chunk]
+    return get
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = Cluster(tmp_path_factory.mktemp("direct_cluster"))
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def payloads(monkeypatch):
+    """The kind of each window's payload the client received: "placed" or "bytes"."""
+    kinds = []
+    original = dask_executor.RawSink.write
+
+    def spy(self, window, payload):
+        kinds.append("placed" if isinstance(payload, shared.Placed) else "bytes")
+        return original(self, window, payload)
+    monkeypatch.setattr(dask_executor.RawSink, "write", spy)
+    return kinds
+
+
+def unseen(how):
+    """shared.publish as it is, but the workers are sent a target they cannot verify,
+    as a worker on another machine would (no such file, or another file by that name)."""
+    publish = shared.publish
+
+    def fake(fd, path, classic):
+        target = publish(fd, path, classic)
+        if how == "token":
+            return target._replace(token=os.urandom(shared.TOKEN_BYTES))
+        return target._replace(path=os.path.join(os.path.dirname(path), "elsewhere.tif"))
+    return fake
+
+
+@pytest.mark.parametrize("where", ["local:2", "tcp"])
+def test_workers_append_their_tiles_and_the_pixels_are_the_local_engines(
+        tiles, reference, cluster, payloads, tmp_path, where):
+    out = tmp_path / "out.tif"
+    result = streaming_mosaic.mosaic(tiles, out, method="feather", chunk_size=256,
+                                     dask=cluster.address if where == "tcp" else where)
+    same(out, reference("feather", 256))
+    assert payloads == ["placed"] * result.windows
+
+
+@pytest.mark.parametrize("how", ["token", "path"])
+def test_workers_that_cannot_see_the_partial_return_the_bytes(
+        tiles, reference, cluster, payloads, tmp_path, monkeypatch, how):
+    monkeypatch.setattr(shared, "publish", unseen(how))
+    out = tmp_path / "out.tif"
+    result = streaming_mosaic.mosaic(tiles, out, method="mean", chunk_size=256,
+                                     dask=cluster.address)
+    same(out, reference("mean", 256))
+    assert payloads == ["bytes"] * result.windows
+    assert not os.path.exists(tmp_path / "elsewhere.tif")
+
+
+def test_a_file_system_without_locks_falls_back_to_the_client_writing(
+        tiles, reference, payloads, tmp_path, monkeypatch):
+    def no_locks(fd, op, *args):
+        raise OSError(37, "No locks available")
+    monkeypatch.setattr(shared.fcntl, "lockf", no_locks)  # this process: the client
+    out = tmp_path / "out.tif"
+    result = streaming_mosaic.mosaic(tiles, out, method="last", chunk_size=512, dask="local:2")
+    same(out, reference("last", 512))
+    assert payloads == ["bytes"] * result.windows
+
+
+def test_bytes_a_killed_worker_left_at_the_end_change_no_pixel(tiles, reference, cluster,
+                                                                 tmp_path):
+    """A worker killed mid-write leaves bytes no tile points at; later appends go after."""
+    out = tmp_path / "out.tif"
+    partial = str(out) + ".partial"
+
+    def progress(event):
+        if event.phase == "windows" and event.done in (2, 5):
+            with open(partial, "ab") as fh:
+                fh.write(os.urandom(12345))
+    streaming_mosaic.mosaic(tiles, out, method="median", chunk_size=256,
+                            dask=cluster.address, progress=progress)
+    same(out, reference("median", 256))
+
+
+def test_a_worker_killed_mid_run_with_direct_writes(tiles, reference, tmp_path, payloads):
+    c = Cluster(tmp_path)
+    try:
+        killed = []
+
+        def progress(event):
+            if event.phase == "windows" and event.done == 2 and not killed:
+                os.kill(c.workers[0].pid, signal.SIGKILL)
+                killed.append(event.total)
+        out = tmp_path / "out.tif"
+        streaming_mosaic.mosaic(tiles, out, method="feather", chunk_size=256, dask=c.address,
+                                progress=progress)
+        assert killed and killed[0] > 2 and c.workers[0].wait(10) == -signal.SIGKILL
+    finally:
+        c.stop()
+    same(out, reference("feather", 256))
+    assert set(payloads) == {"placed"}
+
+
+KILLED_CLIENT = """
+import os, signal, sys
+import streaming_mosaic
+from streaming_mosaic.core.executors import shared
+if sys.argv[3] == "fallback":
+    publish = shared.publish
+    shared.publish = lambda *a: publish(*a)._replace(token=os.urandom(shared.TOKEN_BYTES))
+def progress(event):
+    if event.phase == "windows" and event.done == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+streaming_mosaic.mosaic(sys.argv[4:], sys.argv[1], method="mean", chunk_size=256,
+                        dask=sys.argv[2], checkpoint_seconds=0, progress=progress)
+"""
+
+
+@pytest.mark.parametrize("mode", ["direct", "fallback"])
+def test_resume_after_the_client_was_killed(tiles, reference, cluster, tmp_path, mode):
+    out = tmp_path / "out.tif"
+    proc = subprocess.run([PYTHON, "-c", KILLED_CLIENT, str(out), cluster.address, mode,
+                           *tiles], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    with open(str(out) + ".partial.json") as fh:
+        durable = json.load(fh)["done"]
+    assert durable > 0 and not os.path.exists(out)
+    events = []
+    streaming_mosaic.mosaic(tiles, out, method="mean", chunk_size=256, dask=cluster.address,
+                            resume=True, progress=events.append)
+    assert min(e.done for e in events if e.phase == "windows") == durable + 1
+    same(out, reference("mean", 256))
+
+
+# The appends themselves (no cluster needed).
+
+def tiles_of(n, size=1001, seed=0):
+    rng = np.random.default_rng(seed)
+    return {(0, i, 0): rng.integers(0, 255, size + i, dtype=np.uint8).tobytes()
+            for i in range(n)}
+
+
+def test_appends_from_threads_of_one_process_never_overlap(tmp_path):
+    """POSIX locks do not exclude threads of one process (a worker with --nthreads 2)."""
+    path = tmp_path / "f"
+    path.write_bytes(b"II*\0")
+    results = []
+
+    def work(seed):
+        for k in range(40):
+            fd = os.open(path, os.O_RDWR)
+            try:
+                data = tiles_of(3, size=100_001, seed=seed * 100 + k)
+                results.append((data, shared.append(fd, data, False)))
+            finally:
+                os.close(fd)
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(switch)
+    blob = path.read_bytes()
+    spans = []
+    for data, places in results:
+        for key, (offset, size) in places.items():
+            assert blob[offset:offset + size] == data[key]
+            assert offset % 2 == 0
+            spans.append((offset, offset + size))
+    spans.sort()
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+
+
+def test_a_revoked_target_is_never_written(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"II*\0" + bytes(100))
+    fd = os.open(path, os.O_RDWR)
+    try:
+        target = shared.publish(fd, str(path), False)
+        placed = shared.place(target, tiles_of(2))
+        assert placed is not None and len(placed.places) == 2
+        size = os.path.getsize(path)
+        shared.revoke(fd, target)
+        assert shared.place(target, tiles_of(2)) is None
+        assert os.path.getsize(path) == size
+    finally:
+        os.close(fd)
+
+
+def test_a_classic_tiff_a_worker_would_push_past_4_gb_is_an_output_error(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"II*\0")
+    fd = os.open(path, os.O_RDWR)
+    try:
+        target = shared.publish(fd, str(path), True)
+        os.ftruncate(fd, shared.CLASSIC_LIMIT - 1500)  # sparse
+        with pytest.raises(OutputError, match="4 GB.*BIGTIFF=YES"):
+            shared.place(target, tiles_of(2))
+        assert os.path.getsize(path) == shared.CLASSIC_LIMIT - 1500
+        assert shared.place(target._replace(classic=False), tiles_of(2)) is not None
+    finally:
+        os.close(fd)
