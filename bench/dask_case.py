@@ -69,11 +69,15 @@ def sample(args):
 
 def main():
     args = json.loads(sys.argv[1])
+    if args.get("fallback"):  # workers are sent a token they cannot verify: they return bytes
+        from streaming_mosaic.core.executors import shared
+        publish = shared.publish
+        shared.publish = lambda *a: publish(*a)._replace(token=os.urandom(shared.TOKEN_BYTES))
     marks = {}
     def progress(e):
         if e.phase == "windows" and e.done in (1, e.total) and e.done not in marks:
             marks[e.done] = sample(args)
-    t0 = time.monotonic()
+    t0, before = time.monotonic(), sample(args)
     r = streaming_mosaic.mosaic(args["inputs"], args["output"], chunk_size=args["chunk"],
                                 memory_mb=args["memory_mb"], dask_scheduler=args["dask"],
                                 progress=progress)
@@ -83,7 +87,9 @@ def main():
     steady = {k: (last[k] - first[k]) / max(r.windows - 1, 1) for k in first}
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    workers = end["workers"] if args["worker_pids"] else kids.ru_utime + kids.ru_stime
+    # Workers started apart ran the earlier runs too: only this run's CPU seconds.
+    workers = end["workers"] - before["workers"] if args["worker_pids"] else \
+        kids.ru_utime + kids.ru_stime
     print(json.dumps({
         "wall": wall, "startup": first["t"] - t0, "streaming": last["t"] - first["t"],
         "windows": r.windows, "mpix": r.width * r.height / 1e6,
@@ -105,10 +111,10 @@ def _package_parent():
     return parent
 
 
-def run_one(inputs, output, chunk, memory_mb, dask, parent, cluster=None):
+def run_one(inputs, output, chunk, memory_mb, dask, parent, cluster=None, fallback=False):
     env = dict(os.environ, PYTHONPATH=parent)
     arg = json.dumps({"inputs": inputs, "output": output, "chunk": chunk,
-                      "memory_mb": memory_mb, "dask": dask,
+                      "memory_mb": memory_mb, "dask": dask, "fallback": fallback,
                       "scheduler_pid": cluster.scheduler.pid if cluster else None,
                       "worker_pids": [w.pid for w in cluster.workers] if cluster else None})
     script = os.path.join(parent, "dask_child.py")
@@ -166,7 +172,11 @@ class Cluster:
         for proc in self.workers + [self.scheduler]:
             proc.terminate()
         for proc in self.workers + [self.scheduler]:
-            proc.wait(30)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:  # a worker stuck reconnecting, seen under load
+                proc.kill()
+                proc.wait()
         self.log.close()
 
 
@@ -181,7 +191,10 @@ def predict(worker_s, busiest_s, counts=(8, 32, 128)):
     return {n: worker_s / max(worker_s / n, busiest_s, 1e-9) for n in counts}
 
 
-def run_case(tile=1467, grid=3, workers=2, chunk=512, memory_mb=256, noise=0.002):
+def run_case(tile=1467, grid=3, workers=2, chunk=512, memory_mb=256, noise=0.002,
+             fallback=False):
+    """The runs; ``fallback``: also ``tcp://`` with the workers returning the bytes (as
+    when they cannot see the partial), right after the ``tcp://`` run with direct writes."""
     import data
     info = data.mosaic_set(grid=grid, tile=tile, overlap=200, noise=noise)
     inputs = [os.path.join(info["folder"], p) if not os.path.isabs(p) else p
@@ -189,7 +202,8 @@ def run_case(tile=1467, grid=3, workers=2, chunk=512, memory_mb=256, noise=0.002
     parent = _package_parent()
     out = os.path.join(data.OUT, "runs", "dask")
     os.makedirs(out, exist_ok=True)
-    path = {name: os.path.join(out, f"{name}.tif") for name in ("local", "dask", "tcp")}
+    path = {name: os.path.join(out, f"{name}.tif")
+            for name in ("local", "dask", "tcp", "fallback")}
     load = [os.getloadavg()[0]]
     local = run_one(inputs, path["local"], chunk, memory_mb, None, parent)
     dask = run_one(inputs, path["dask"], chunk, memory_mb, f"local:{workers}", parent)
@@ -197,10 +211,13 @@ def run_case(tile=1467, grid=3, workers=2, chunk=512, memory_mb=256, noise=0.002
     try:
         idle = cluster.idle_rate()
         tcp = run_one(inputs, path["tcp"], chunk, memory_mb, cluster.address, parent, cluster)
+        back = run_one(inputs, path["fallback"], chunk, memory_mb, cluster.address, parent,
+                       cluster, True) if fallback else None
     finally:
         cluster.stop()
     load.append(os.getloadavg()[0])
-    same = identical(path["local"], path["dask"]) and identical(path["local"], path["tcp"])
+    same = all(identical(path["local"], path[name])
+               for name in ("dask", "tcp") + (("fallback",) if back else ()))
     worker_s = tcp["steady_workers"]  # every worker's CPU seconds per window
     client_s = tcp["steady_client"]
     # The scheduler's background work is per second, not per window: on this slow machine
@@ -218,7 +235,8 @@ def run_case(tile=1467, grid=3, workers=2, chunk=512, memory_mb=256, noise=0.002
             "streaming_ratio": dask["streaming"] / local["streaming"],
             "saturates_at": worker_s / max(client_s, scheduler_s, 1e-9),
             "predicted_speedup": predict(worker_s, max(client_s, scheduler_s)),
-            "load": max(load)}
+            "load": max(load), "fallback": back,
+            "fallback_client_s_per_window": back["steady_client"] if back else None}
 
 
 def markdown(res):
@@ -227,8 +245,11 @@ def markdown(res):
             f"load average up to {res['load']:.1f}; pixels identical: {res['identical']}", "",
             "| engine | wall s | start-up s | windows s | client CPU s | worker CPU s | "
             "client peak MB | worker peak MB |", "|---|---|---|---|---|---|---|---|"]
-    for name, r in (("local (threads)", loc), (f"`local:{res['workers']}`", dsk),
-                    (f"`tcp://` + {res['workers']} workers", tcp)):
+    runs = [("local (threads)", loc), (f"`local:{res['workers']}`", dsk),
+            (f"`tcp://` + {res['workers']} workers", tcp)]
+    if res.get("fallback"):
+        runs.append(("`tcp://`, workers return bytes", res["fallback"]))
+    for name, r in runs:
         workers = (f"{r['worker_cpu']:.1f} | " if r is not loc else "- | ") + (
             f"{r['client_rss_mb']:.0f} | " + (f"{r['worker_rss_mb']:.0f} |" if r is not loc else "- |"))
         rows.append(f"| {name} | {r['wall']:.1f} | {r['startup']:.1f} | {r['streaming']:.1f} | "
@@ -243,6 +264,11 @@ def markdown(res):
              f"{res['scheduler_idle_cpu_per_s'] * 1000:.0f} ms per second): saturates at about "
              f"{res['saturates_at']:.0f} workers; predicted speedup over one worker: "
              + ", ".join(f"{n} workers {s:.1f}x" for n, s in res["predicted_speedup"].items())]
+    if res.get("fallback"):
+        back = res["fallback_client_s_per_window"]
+        rows.append(f"Workers returning the bytes (no shared partial): client {back * 1000:.1f} ms "
+                    f"per window, saturating at about {res['worker_s_per_window'] / back:.0f} "
+                    "workers.")
     return "\n".join(rows)
 
 
@@ -252,9 +278,11 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--chunk", type=int, default=512)
     parser.add_argument("--memory-mb", type=int, default=256)
+    parser.add_argument("--fallback", action="store_true",
+                        help="also run tcp:// with the workers returning the bytes")
     args = parser.parse_args(argv)
     res = run_case(tile=args.tile, workers=args.workers, chunk=args.chunk,
-                   memory_mb=args.memory_mb)
+                   memory_mb=args.memory_mb, fallback=args.fallback)
     print(markdown(res))
     with open(os.path.join(HERE, "out", "results-dask.json"), "w") as fh:
         json.dump(res, fh, indent=1)
