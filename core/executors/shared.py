@@ -7,34 +7,42 @@ tiles itself and returns only where they are (:class:`Placed`); the client patch
 the tile arrays and checkpoints (:class:`.tiles.RawTiles`).
 
 Every append, the client's or a worker's, holds an exclusive ``lockf`` lock on the
-whole file (local file systems and NFSv4) and a thread lock (POSIX locks do not
-exclude the threads of one process), takes the file's end under it and writes
-there: appends never overlap. A worker killed mid-write leaves only bytes no
-tile array points at (its task runs again elsewhere).
+file's first 2**62 bytes (local file systems and NFSv4) and a thread lock (POSIX
+locks do not exclude the threads of one process), takes the file's end under it
+and writes there: appends never overlap. A worker killed mid-write leaves only
+bytes no tile array points at (its task runs again elsewhere).
 
 Whether a worker sees the very file: the client appends a random token to the
 partial (:func:`publish`) and every worker append first reads it back, under the
 lock; another file of the same name, no file, or an unreadable one, and the worker
-returns the bytes instead. The client zeroes the token when it closes the partial
-(:func:`revoke`), so a task still running after a cancel writes nothing more.
+returns the bytes instead. Whether that client still writes the partial: it holds
+a shared lock on one byte past 2**62 (the token's offset further) while the partial
+is open, which the system drops when the client dies; a worker that could take it
+writes nothing. The client also zeroes the token when it closes the partial
+(:func:`revoke`). So a task still running after a cancel, or after the client was
+killed (the next run may be resuming with the local engine, which appends without
+locks), writes nothing more.
 """
 
 import contextlib
 import fcntl
 import os
+import socket
 import threading
 from collections import namedtuple
 
 TOKEN_BYTES = 16
+APPENDS = 2**62  # appends lock bytes [0, APPENDS); a run's client holds one byte after
 CLASSIC_LIMIT = 2**32
 TOO_BIG = ("the partial output is a classic TIFF and would pass 4 GB; "
            "add the creation option BIGTIFF=YES")
 
 _threads = threading.Lock()
 
-# Where a worker appends: the partial's absolute path, the token and its offset, and
-# whether its tile arrays hold 32-bit offsets (a classic TIFF).
-Target = namedtuple("Target", "path token_at token classic")
+# Where a worker appends: the partial's absolute path, the token and its offset,
+# whether its tile arrays hold 32-bit offsets (a classic TIFF), and the client's
+# (host, pid).
+Target = namedtuple("Target", "path token_at token classic client")
 
 
 class Placed:
@@ -51,7 +59,7 @@ class LockError(OSError):
 
 
 class _Locked:
-    """The thread lock, then an exclusive lock on the whole file ``fd``."""
+    """The thread lock, then an exclusive lock on the appends' range of the file ``fd``."""
 
     def __init__(self, fd):
         self.fd = fd
@@ -59,7 +67,7 @@ class _Locked:
     def __enter__(self):
         _threads.acquire()
         try:
-            fcntl.lockf(self.fd, fcntl.LOCK_EX)
+            fcntl.lockf(self.fd, fcntl.LOCK_EX, APPENDS)
         except OSError as exc:
             _threads.release()
             raise LockError(*exc.args) from None
@@ -69,7 +77,7 @@ class _Locked:
 
     def __exit__(self, *exc):
         try:
-            fcntl.lockf(self.fd, fcntl.LOCK_UN)
+            fcntl.lockf(self.fd, fcntl.LOCK_UN, APPENDS)
         finally:
             _threads.release()
 
@@ -111,8 +119,9 @@ def publish(fd, path, classic):
     machine (NFS: close-to-open) reads it."""
     token = os.urandom(TOKEN_BYTES)
     token_at = append(fd, {(0, 0, 0): token}, classic)[(0, 0, 0)][0]
+    fcntl.lockf(fd, fcntl.LOCK_SH, 1, APPENDS + token_at)  # held until fd closes
     os.fsync(fd)
-    return Target(os.path.abspath(path), token_at, token, classic)
+    return Target(os.path.abspath(path), token_at, token, classic, _me())
 
 
 def revoke(fd, target):
@@ -152,14 +161,28 @@ def place(target, tiles):
 
 
 def _sees(fd, target):
+    """True when ``fd`` is the client's partial and that client still has it open."""
     try:
-        return os.pread(fd, TOKEN_BYTES, target.token_at) == target.token
+        if os.pread(fd, TOKEN_BYTES, target.token_at) != target.token:
+            return False
     except OSError:
         return False
+    if target.client == _me():
+        return True  # a worker thread in the client's process: its lock is ours
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, APPENDS + target.token_at)
+    except OSError:
+        return True  # the client holds it
+    fcntl.lockf(fd, fcntl.LOCK_UN, 1, APPENDS + target.token_at)
+    return False
 
 
 # Buffers per writev call (the system's IOV_MAX is 1024 on Linux).
 _IOV_MAX = 512
+
+
+def _me():
+    return socket.gethostname(), os.getpid()
 
 
 def write_all(fd, buffers, pos):

@@ -236,6 +236,36 @@ def test_a_revoked_target_is_never_written(tmp_path):
         os.close(fd)
 
 
+HOLDER = """
+import json, os, sys, time
+from streaming_mosaic.core.executors import shared
+fd = os.open(sys.argv[1], os.O_RDWR)
+target = shared.publish(fd, sys.argv[1], False)
+print(json.dumps(target._replace(token=target.token.hex())), flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_killed_clients_workers_write_nothing_more(tmp_path):
+    """After the client was killed its tasks may still run, while the next run resumes,
+    perhaps with the local engine, whose GDAL appends take no lock."""
+    path = tmp_path / "f"
+    path.write_bytes(b"II*\0" + bytes(100))
+    client = subprocess.Popen([PYTHON, "-c", HOLDER, str(path)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        fields = json.loads(client.stdout.readline())
+        target = shared.Target(*fields[:2], bytes.fromhex(fields[2]), fields[3],
+                               tuple(fields[4]))
+        assert shared.place(target, tiles_of(2)) is not None  # the client is alive
+        size = os.path.getsize(path)
+    finally:
+        client.kill()
+        client.wait()
+    assert shared.place(target, tiles_of(2)) is None
+    assert os.path.getsize(path) == size
+
+
 def test_a_classic_tiff_a_worker_would_push_past_4_gb_is_an_output_error(tmp_path):
     path = tmp_path / "f"
     path.write_bytes(b"II*\0")
