@@ -146,6 +146,37 @@ def test_a_worker_killed_mid_run_with_direct_writes(tiles, reference, tmp_path, 
     assert set(payloads) == {"placed"}
 
 
+class LimitedCluster(Cluster):
+    """Workers that cannot write a file past ``FSIZE`` bytes (ulimit -f)."""
+
+    FSIZE = 1_500_000
+
+    def _start(self, module, *args):
+        import resource
+        if not module.endswith("dask_worker"):
+            return super()._start(module, *args)
+        limit = self.FSIZE
+        return subprocess.Popen([PYTHON, "-m", module, *args], stdout=self.log,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE,
+                                                                      (limit, limit)))
+
+
+def test_a_worker_failing_to_append_keeps_the_partial_for_resume(tiles, reference, tmp_path):
+    out = tmp_path / "out.tif"
+    c = LimitedCluster(tmp_path)
+    try:
+        with pytest.raises(OutputError, match="file size limit.*kept") as info:
+            streaming_mosaic.mosaic(tiles, out, method="mean", chunk_size=256, dask=c.address,
+                                    checkpoint_seconds=0)
+    finally:
+        c.stop()
+    assert "\n" not in str(info.value) and str(out) in str(info.value)
+    assert os.path.exists(str(out) + ".partial") and os.path.exists(str(out) + ".partial.json")
+    streaming_mosaic.mosaic(tiles, out, method="mean", chunk_size=256, resume=True)
+    same(out, reference("mean", 256))
+
+
 KILLED_CLIENT = """
 import os, signal, sys
 import streaming_mosaic
