@@ -14,7 +14,7 @@ import pytest
 
 import streaming_mosaic
 from helpers import PYTHON, read
-from streaming_mosaic.core.errors import OutputError
+from streaming_mosaic.core.errors import Cancelled, OutputError
 from streaming_mosaic.core.executors import shared
 
 pytest.importorskip("distributed")  # tools/ensure-deps.sh test installs it
@@ -87,6 +87,31 @@ def test_workers_append_their_tiles_and_the_pixels_are_the_local_engines(
                                      dask=cluster.address if where == "tcp" else where)
     same(out, reference("feather", 256))
     assert payloads == ["placed"] * result.windows
+
+
+def test_no_gdal_dataset_holds_the_partial_while_workers_append(tiles, cluster, tmp_path):
+    """A GDAL dataset open on the partial in this process could cache its directory or
+    blocks and write them back over what the workers appended: only the raw sink's file
+    descriptor may be open."""
+    out = tmp_path / "out.tif"
+    partial = str(out) + ".partial"
+    counts = []
+
+    def progress(event):
+        if event.phase == "windows":
+            links = []
+            for fd in os.listdir("/proc/self/fd"):
+                try:
+                    links.append(os.readlink(f"/proc/self/fd/{fd}"))
+                except OSError:
+                    pass  # closed meanwhile
+            counts.append(links.count(partial))
+    with pytest.raises(Cancelled):
+        streaming_mosaic.mosaic(tiles, out, chunk_size=256, dask=cluster.address,
+                                progress=progress, cancel=lambda: len(counts) >= 3)
+    streaming_mosaic.mosaic(tiles, out, chunk_size=256, dask=cluster.address, resume=True,
+                            progress=progress)  # reopened by GDAL first, then closed
+    assert len(counts) > 5 and set(counts) == {1}
 
 
 @pytest.mark.parametrize("how", ["token", "path"])
