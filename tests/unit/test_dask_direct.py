@@ -322,6 +322,38 @@ def test_a_killed_clients_workers_write_nothing_more(tmp_path):
     assert os.path.getsize(path) == size
 
 
+STUCK = """
+import os, sys, time
+from streaming_mosaic.core.executors import shared
+fd = os.open(sys.argv[1], os.O_RDWR)
+def stuck(fd):
+    os.pwrite(fd, b"half a tile", os.lseek(fd, 0, os.SEEK_END))  # killed mid-write
+    print("holding", flush=True)
+    time.sleep(300)
+shared.append(fd, {(0, 0, 0): b"never"}, False, check=stuck)
+"""
+
+
+def test_a_worker_killed_holding_the_lock_blocks_no_one(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"II*\0")
+    proc = subprocess.Popen([PYTHON, "-c", STUCK, str(path)], stdout=subprocess.PIPE, text=True)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert proc.stdout.readline().strip() == "holding"
+        with pytest.raises(OSError):  # held
+            shared.fcntl.lockf(fd, shared.fcntl.LOCK_EX | shared.fcntl.LOCK_NB, shared.APPENDS)
+        proc.kill()
+        proc.wait()
+        data = tiles_of(2)
+        places = shared.append(fd, data, False)
+    finally:
+        os.close(fd)
+    blob = path.read_bytes()
+    assert all(blob[o:o + n] == data[k] for k, (o, n) in places.items())
+    assert min(o for o, _n in places.values()) >= len(b"II*\0half a tile")
+
+
 def test_a_classic_tiff_a_worker_would_push_past_4_gb_is_an_output_error(tmp_path):
     path = tmp_path / "f"
     path.write_bytes(b"II*\0")
