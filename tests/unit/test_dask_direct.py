@@ -171,29 +171,23 @@ def test_a_worker_killed_mid_run_with_direct_writes(tiles, reference, tmp_path, 
     assert set(payloads) == {"placed"}
 
 
-class LimitedCluster(Cluster):
-    """Workers that cannot write a file past ``FSIZE`` bytes (ulimit -f)."""
-
-    FSIZE = 1_500_000
-
-    def _start(self, module, *args):
-        import resource
-        if not module.endswith("dask_worker"):
-            return super()._start(module, *args)
-        limit = self.FSIZE
-        return subprocess.Popen([PYTHON, "-m", module, *args], stdout=self.log,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE,
-                                                                      (limit, limit)))
-
-
-def test_a_worker_failing_to_append_keeps_the_partial_for_resume(tiles, reference, tmp_path):
+def test_a_worker_failing_to_append_keeps_the_partial_for_resume(tiles, reference, tmp_path,
+                                                                 monkeypatch):
+    """From window 2 on, the workers cannot extend any file (ulimit -f, set from here)."""
+    import resource
+    monkeypatch.setattr(dask_executor, "GROUP", 1)  # few windows ahead of the client
     out = tmp_path / "out.tif"
-    c = LimitedCluster(tmp_path)
+    c = Cluster(tmp_path)
+
+    def progress(event):
+        if event.phase == "windows" and event.done == 1:
+            size = os.path.getsize(str(out) + ".partial")
+            for worker in c.workers:
+                resource.prlimit(worker.pid, resource.RLIMIT_FSIZE, (size, size))
     try:
         with pytest.raises(OutputError, match="file size limit.*kept") as info:
             streaming_mosaic.mosaic(tiles, out, method="mean", chunk_size=256, dask=c.address,
-                                    checkpoint_seconds=0)
+                                    checkpoint_seconds=0, progress=progress)
     finally:
         c.stop()
     assert "\n" not in str(info.value) and str(out) in str(info.value)
