@@ -21,7 +21,9 @@ is open, which the system drops when the client dies; a worker that could take i
 writes nothing. The client also zeroes the token when it closes the partial
 (:func:`revoke`). So a task still running after a cancel, or after the client was
 killed (the next run may be resuming with the local engine, which appends without
-locks), writes nothing more.
+locks), writes nothing more. (POSIX drops all of a process's locks on a file when it
+closes any descriptor of it: the client must not open and close the partial meanwhile,
+or its workers fall back to returning the bytes.)
 """
 
 import contextlib

@@ -137,6 +137,14 @@ def test_a_file_system_without_locks_falls_back_to_the_client_writing(
     assert payloads == ["bytes"] * result.windows
 
 
+JUNK = """
+import os, sys
+from streaming_mosaic.core.executors import shared
+fd = os.open(sys.argv[1], os.O_RDWR)
+shared.append(fd, {(0, 0, 0): os.urandom(12345)}, False)
+"""
+
+
 def test_bytes_a_killed_worker_left_at_the_end_change_no_pixel(tiles, reference, cluster,
                                                                  tmp_path):
     """A worker killed mid-write leaves bytes no tile points at; later appends go after."""
@@ -145,8 +153,9 @@ def test_bytes_a_killed_worker_left_at_the_end_change_no_pixel(tiles, reference,
 
     def progress(event):
         if event.phase == "windows" and event.done in (2, 5):
-            with open(partial, "ab") as fh:
-                fh.write(os.urandom(12345))
+            # As a worker would, from another process: closing a descriptor of the partial
+            # here would drop this process's locks on it.
+            subprocess.run([PYTHON, "-c", JUNK, partial], check=True)
     streaming_mosaic.mosaic(tiles, out, method="median", chunk_size=256,
                             dask=cluster.address, progress=progress)
     same(out, reference("median", 256))
