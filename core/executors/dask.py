@@ -168,6 +168,9 @@ class DaskExecutor:
             # Two tasks per worker: one running, one queued behind it.
             tasks = max(-(-plan.budget.in_flight // self.group), 2 * workers + 2)
             self.in_flight = tasks * self.group
+            # The first task of each worker holds one window: the first window (progress,
+            # checkpoint) comes after one window's time, not a whole task's.
+            self.singles = workers
             self.key = f"{uuid.uuid4().hex}"
             self.plan_future = self.client.submit(
                 load_plan, pickle.dumps(plan, pickle.HIGHEST_PROTOCOL), pure=False,
@@ -219,11 +222,13 @@ class DaskExecutor:
     def submit(self, index):
         self.batch.append(index)
         self.queued += 1
-        if len(self.batch) == self.group or index == len(self.plan.windows) - 1:
+        size = 1 if self.singles > 0 else self.group
+        if len(self.batch) == size or index == len(self.plan.windows) - 1:
             self._send()
 
     def _send(self):
         indices, self.batch = tuple(self.batch), []
+        self.singles -= 1
         try:
             future = self.client.submit(
                 render_task, self.plan_future, self.key, indices, self.sparse, self.target,

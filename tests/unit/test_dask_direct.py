@@ -114,6 +114,21 @@ def test_no_gdal_dataset_holds_the_partial_while_workers_append(tiles, cluster, 
     assert len(counts) > 5 and set(counts) == {1}
 
 
+def test_each_workers_first_task_holds_one_window(tiles, reference, tmp_path, monkeypatch):
+    """So the first window is written after one window's time, not a whole task's."""
+    sent = []
+    original = dask_executor.DaskExecutor._send
+
+    def spy(self):
+        sent.append(len(self.batch))
+        return original(self)
+    monkeypatch.setattr(dask_executor.DaskExecutor, "_send", spy)
+    out = tmp_path / "out.tif"
+    streaming_mosaic.mosaic(tiles, out, method="mean", chunk_size=256, dask="local:2")
+    same(out, reference("mean", 256))
+    assert sent[:2] == [1, 1] and max(sent) == dask_executor.GROUP and sum(sent) == 32
+
+
 @pytest.mark.parametrize("how", ["token", "path"])
 def test_workers_that_cannot_see_the_partial_return_the_bytes(
         tiles, reference, cluster, payloads, tmp_path, monkeypatch, how):
