@@ -101,17 +101,31 @@ def encode_window(plan, window, array, sparse):
     Raises
     ------
     OutputError
-        GDAL did not write every tile of a window that is not sparse (checked, so a
-        window can never reach the output with a tile missing).
+        GDAL did not write a tile, twice, that holds data (every tile of a window
+        that is not sparse; checked, so a window can never reach the output with a
+        tile missing).
     """
+    empty = _empty_tile(plan, array) if sparse else None
     for _attempt in range(2):  # once more: the cause of the one case seen is not known
         blob, status = _encode(plan, window, array, sparse)
         try:
-            return split_tiles(blob, window.x, window.y, complete=not sparse)
+            return split_tiles(blob, window.x, window.y, complete=not sparse, empty=empty)
         except (ValueError, struct.error) as exc:  # a tile absent, or the file cut short
             error = f"{exc or type(exc).__name__} in {len(blob)} bytes; WriteRaster: {status}"
     raise OutputError(f"/vsimem/ (window {window.index + 1})",
                       f"compressing the window on the worker failed twice ({error})")
+
+
+def _empty_tile(plan, array):
+    """``empty(plane, i, j, layout)``: True when the window's tile (i, j) is all nodata,
+    so a sparse GeoTIFF may leave it out."""
+    from ..writer import unwritten
+
+    def empty(plane, i, j, layout):
+        bands = slice(plane, plane + 1) if layout.planes > 1 else slice(None)
+        return unwritten(plan, array[bands, j * layout.tile_h:(j + 1) * layout.tile_h,
+                                     i * layout.tile_w:(i + 1) * layout.tile_w])
+    return empty
 
 
 def _encode(plan, window, array, sparse):
@@ -147,11 +161,12 @@ def _read_vsimem(path):
         gdal.VSIFCloseL(fh)
 
 
-def split_tiles(blob, x, y, complete=False):
+def split_tiles(blob, x, y, complete=False, empty=None):
     """The tiles of a TIFF held in ``blob``, numbered as the output's tiles for a
     window at pixel (x, y) of the output.
 
-    ``complete``: raise ValueError when a tile is absent (offset or size 0).
+    ``complete``: raise ValueError when a tile is absent (offset or size 0);
+    ``empty(plane, tx, ty, layout)``: whether an absent tile may be (all nodata).
     """
     def read_at(pos, n):
         return blob[pos:pos + n]
@@ -168,6 +183,8 @@ def split_tiles(blob, x, y, complete=False):
                     if offsets[k] + counts[k] > len(blob):
                         raise ValueError(f"tile {k} ends past the file's {len(blob)} bytes")
                     tiles[(plane, tx0 + tx, ty0 + ty)] = blob[offsets[k]:offsets[k] + counts[k]]
+                elif empty is not None and not empty(plane, tx, ty, layout):
+                    raise ValueError(f"tile {k} absent, and it holds data")
     if complete and len(tiles) < len(offsets):
         raise ValueError(f"{len(offsets) - len(tiles)} of {len(offsets)} tiles absent in "
                          f"{len(blob)} bytes")

@@ -129,6 +129,20 @@ def test_each_workers_first_task_holds_one_window(tiles, reference, tmp_path, mo
     assert sent[:2] == [1, 1] and max(sent) == dask_executor.GROUP and sum(sent) == 32
 
 
+@pytest.mark.parametrize("extra", [{}, {"nodata_output": 7, "creation_options": {
+    "SPARSE_OK": "TRUE", "INTERLEAVE": "BAND", "BLOCKXSIZE": 128, "BLOCKYSIZE": 128}}])
+def test_sparse_outputs_with_empty_windows_and_tiles(tiles, cluster, tmp_path, payloads, extra):
+    """Empty windows and tiles are left out (not errors), the rest is the local engine's."""
+    opts = dict(extent=(497440, 4987640, 522240, 5002560), chunk_size=256,
+                creation_options={"SPARSE_OK": "TRUE"})
+    opts.update(extra)
+    local, remote = tmp_path / "local.tif", tmp_path / "dask.tif"
+    streaming_mosaic.mosaic(tiles, local, **opts)
+    result = streaming_mosaic.mosaic(tiles, remote, dask=cluster.address, **opts)
+    same(remote, read(local))
+    assert set(payloads) == {"placed"} and len(payloads) < result.windows  # empty: nothing
+
+
 @pytest.mark.parametrize("how", ["token", "path"])
 def test_workers_that_cannot_see_the_partial_return_the_bytes(
         tiles, reference, cluster, payloads, tmp_path, monkeypatch, how):
@@ -249,6 +263,44 @@ def test_resume_after_the_client_was_killed(tiles, reference, cluster, tmp_path,
                             resume=True, progress=events.append)
     assert min(e.done for e in events if e.phase == "windows") == durable + 1
     same(out, reference("mean", 256))
+
+
+def test_a_sparse_window_compressed_with_a_data_tile_missing_is_an_error(tiles, tmp_path,
+                                                                         monkeypatch):
+    """With SPARSE_OK GDAL leaves out tiles that are all nodata, so the check that every
+    tile is there did not apply; a tile missing that holds data (the unexplained failure
+    seen once under load) went into the output as nodata, silently."""
+    from osgeo import gdal
+
+    from streaming_mosaic.core.executors import tiles as raw
+    from streaming_mosaic.core.render import render_window
+    from streaming_mosaic.core.writer import gdal_type
+    plan = streaming_mosaic.plan(tiles, output=str(tmp_path / "o.tif"), chunk_size=512,
+                                 creation_options={"BLOCKXSIZE": 256, "BLOCKYSIZE": 256,
+                                                   "SPARSE_OK": "TRUE", "INTERLEAVE": "BAND"})
+    window = plan.windows[0]
+    array, _ = render_window(plan, window)
+    assert (array[:, 256:, 256:] != 0).any()  # the last tile holds data
+    whole = raw.encode_window(plan, window, array, True)
+    assert len(whole) == 2 * 4
+    path = "/vsimem/test_sparse_missing_tile.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(path, window.w, window.h, plan.out_bands,
+                                              gdal_type(plan.out_dtype),
+                                              raw.window_options(plan))
+    ds.WriteRaster(0, 0, window.w, 256, np.ascontiguousarray(array[:, :256]))
+    ds.WriteRaster(0, 256, 256, window.h - 256, np.ascontiguousarray(array[:, 256:, :256]))
+    ds = None
+    blob = raw._read_vsimem(path)
+    gdal.Unlink(path)
+    calls = []
+    monkeypatch.setattr(raw, "_encode", lambda *args: calls.append(1) or (blob, "0"))
+    with pytest.raises(OutputError, match="window 1.*tile .*absent.*holds data"):
+        raw.encode_window(plan, window, array, True)
+    assert len(calls) == 2  # tried again once
+    # A tile left out that is all nodata is what a sparse output should do.
+    empty = array.copy()
+    empty[:, 256:, 256:] = plan.nodata_out or 0
+    assert len(raw.encode_window(plan, window, empty, True)) == 2 * 3
 
 
 # The appends themselves (no cluster needed).
