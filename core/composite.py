@@ -21,6 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .feather import STRIP_SAMPLES, exact_fold
+from .feather import fold as update_feather
+from .feather import result as result_feather
 from .stack import fill_stack, reduce_median, reduce_mode, reduce_percentile, reduce_stack
 
 
@@ -32,17 +35,16 @@ class Acc:
     filled: np.ndarray                 # bool: some input was valid here
     count: np.ndarray = None           # uint32: number of valid inputs (count, mean, feather)
     weight: np.ndarray = None          # float64: sum of feather weights
-    single: np.ndarray = None          # work type: last valid value (feather's exact path)
+    single: np.ndarray = None          # work type: last valid value (feather, wide inputs)
     tmp: np.ndarray = None             # bool scratch of the same shape (saves allocations)
     approx: np.ndarray = None          # float64 sum beside a 64-bit integer one (overflow)
-    blend: np.ndarray = None           # float64 scratch: one input's weighted values (feather)
 
     def view(self, ox, oy, w, h):
         """Accumulators restricted to columns ox..ox+w and rows oy..oy+h."""
         def cut(a):
             return None if a is None else a[:, oy:oy + h, ox:ox + w]
         return Acc(cut(self.value), cut(self.filled), cut(self.count), cut(self.weight),
-                   cut(self.single), cut(self.tmp), cut(self.approx), cut(self.blend))
+                   cut(self.single), cut(self.tmp), cut(self.approx))
 
     def scratch_bool(self):
         """A bool array shaped like the accumulators, free to overwrite."""
@@ -120,19 +122,6 @@ def update_mean(acc, data, valid, weight=None):
     acc.filled |= valid
 
 
-def update_feather(acc, data, valid, weight):
-    """Weighted sum: ``weight`` (rows, cols) rises from 0 at a footprint's edge to 1 inside."""
-    valid = _valid_or_all(acc, valid)
-    weighted = np.multiply(data, weight[None, :, :], dtype=np.float64,
-                           out=None if acc.blend is None else acc.blend)
-    np.add(acc.value, weighted, out=acc.value, where=valid)
-    np.add(acc.weight, np.broadcast_to(weight[None, :, :], valid.shape), out=acc.weight,
-           where=valid)
-    np.add(acc.count, valid, out=acc.count, casting="unsafe")
-    np.copyto(acc.single, data, where=valid, casting="unsafe")
-    acc.filled |= valid
-
-
 def result_value(acc):
     return acc.value
 
@@ -160,14 +149,6 @@ def result_mean(acc):
     """The mean, computed in place in the sum accumulator (which it replaces)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.divide(acc.value, np.maximum(acc.count, 1, out=acc.count), out=acc.value)
-
-
-def result_feather(acc):
-    with np.errstate(invalid="ignore", divide="ignore"):
-        blend = acc.value / acc.weight
-    # Where one input alone is valid, its value is taken as is (no rounding error).
-    np.copyto(blend, acc.single, where=acc.count <= 1, casting="unsafe")
-    return blend
 
 
 @dataclass(frozen=True)
@@ -205,7 +186,9 @@ class Rule:
         if self.counts:
             size += 4
         if self.weights:
-            size += 8 + np.dtype(input_dtype).itemsize + 8  # weight, single, weighted temp
+            size += 8  # the weight sum
+            if not exact_fold(input_dtype):
+                size += np.dtype(input_dtype).itemsize + 4  # the single value, the count
         if self.exact_sum(input_dtype):
             size += 8  # the float64 sum beside it
         if self.update is update_mean:
@@ -223,7 +206,7 @@ RULES = {rule.name: rule for rule in (  # in the contract's METHOD order
     Rule("mean", update_mean, result_mean, work="float64", counts=True),
     Rule("sum", update_sum, result_sum, work="wide"),
     Rule("count", update_count, result_count, counts=True),
-    Rule("feather", update_feather, result_feather, work="float64", counts=True, weights=True),
+    Rule("feather", update_feather, result_feather, work="float64", weights=True),
     Rule("median", None, result_value, work="float64", stack=True, reduce=reduce_median),
     Rule("percentile", None, result_value, work="float64", stack=True,
          reduce=reduce_percentile),
@@ -278,9 +261,9 @@ def new_acc(rule, shape, input_dtype, arrays=None):
         acc.count = zeros("acc.count", np.uint32)
     if rule.weights:
         acc.weight = zeros("acc.weight", np.float64)
-        acc.single = zeros("acc.single", input_dtype)
-        if arrays is not None:
-            acc.blend = arrays("acc.blend", shape, np.float64)
+        if not exact_fold(input_dtype):
+            acc.count = zeros("acc.count", np.uint32)
+            acc.single = zeros("acc.single", input_dtype)
     if rule.exact_sum(input_dtype):
         acc.approx = zeros("acc.approx", np.float64)
     return acc
@@ -319,6 +302,17 @@ def cast(values, dtype):
     return values.astype(dtype)
 
 
+def _cast_into(values, out):
+    """``out[...] = cast(values, out.dtype)``, a strip of rows at a time (in the CPU cache,
+    without whole-window temporaries)."""
+    if values.dtype == out.dtype or values.ndim != 3:
+        np.copyto(out, cast(values, out.dtype))
+        return
+    step = max(1, STRIP_SAMPLES // max(values.shape[0] * values.shape[2], 1))
+    for r0 in range(0, values.shape[1], step):
+        np.copyto(out[:, r0:r0 + step], cast(values[:, r0:r0 + step], out.dtype))
+
+
 def nudged(nodata, dtype):
     """The value a valid pixel equal to ``nodata`` is written as (the nearest other value)."""
     dtype = np.dtype(dtype)
@@ -346,11 +340,10 @@ def finalize(rule, acc, out_dtype, nodata, out=None):
     (array, int)
         The output window and how many valid pixels were moved off nodata.
     """
-    values = cast(rule.result(acc), out_dtype)
     if out is not None:
-        np.copyto(out, values)
+        _cast_into(rule.result(acc), out)
     else:
-        out = values
+        out = cast(rule.result(acc), out_dtype)
     moved = 0
     empty = np.logical_not(acc.filled, out=acc.scratch_bool())
     if nodata is None:

@@ -184,3 +184,69 @@ def test_edge_distance_matches_brute_force(name, limit):
     np.testing.assert_allclose(weights, brute_edge_distance(footprint, limit) / limit, rtol=1e-6)
     assert (weights[~footprint] == 0).all()
     assert (weights[footprint] > 0).all() and (weights <= 1).all()
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16", "float32"])
+def test_exact_fold_types_give_a_single_value_back(dtype):
+    """Where one input alone is valid, the blend (v * w) / w must be v exactly: numpy
+    checks the claim of feather.exact_fold over each type's extremes and random values."""
+    assert feather.exact_fold(dtype)
+    rng = np.random.default_rng(5)
+    if np.dtype(dtype).kind == "f":
+        info = np.finfo(dtype)
+        v = np.concatenate([rng.standard_normal(20000) * 10.0 ** rng.integers(-30, 30, 20000),
+                            [info.max, info.min, info.tiny]]).astype(dtype)
+    else:
+        info = np.iinfo(dtype)
+        v = np.concatenate([rng.integers(info.min, info.max, 20000, endpoint=True),
+                            [info.min, info.max]]).astype(dtype)
+    w = np.concatenate([rng.random(v.size - 3), [1 / 3, 1 / 32, 1]]).astype(np.float32)
+    w[w == 0] = 1
+    product = np.multiply(v, w, dtype=np.float64)
+    np.testing.assert_array_equal(product / w, v.astype(np.float64))
+
+
+@pytest.mark.parametrize("dtype", ["int32", "uint32", "float64"])
+def test_wide_types_are_not_exact_folds(dtype):
+    """Wider values times a float32 weight round in float64, so (v * w) / w misses v for
+    some of them: these types keep the count and the single value instead."""
+    assert not feather.exact_fold(dtype)
+    rng = np.random.default_rng(6)
+    if dtype == "float64":
+        v = rng.uniform(1, 2, 10000)
+    else:
+        v = rng.integers(2 ** 30, 2 ** 31 - 1, 10000).astype(dtype)
+    w = rng.uniform(0.01, 1, 10000).astype(np.float32)
+    assert (np.multiply(v, w, dtype=np.float64) / w != v).any()
+
+
+@pytest.mark.parametrize("dtype,low,high,nodata", [("int32", 2 ** 30, 2 ** 31 - 100, -1),
+                                                   ("float64", 1e15 / 3, 3e15 / 7, np.nan),
+                                                   ("float32", 1e30 / 3, 3e30 / 7, np.nan)])
+def test_feather_single_values_exact_and_blend_close(tmp_path, dtype, low, high, nodata):
+    """Wide types (count and single value kept) and a float32 with NaN nodata (NaN * 0
+    must not reach the sums)."""
+    rng = np.random.default_rng(8)
+    width, height, distance = 150, 70, 10
+    data = np.zeros((2, 2, height, width))
+    valid = np.zeros((2, 2, height, width), bool)
+    paths = []
+    for i, x in enumerate((0, 60)):
+        tile = rng.uniform(low, high, (2, height, 90)).astype(dtype).astype(np.float64)
+        ok = rng.random(tile.shape) > 0.05
+        tile[~ok] = nodata
+        paths.append(write_at(str(tmp_path / f"w{i}.tif"), tile.astype(dtype), x, 0, nodata))
+        data[i, :, :, x:x + 90] = tile
+        valid[i, :, :, x:x + 90] = ok
+    out = tmp_path / "out.tif"
+    run_cli(*paths, "-o", out, "--method", "feather", "--feather-distance", distance,
+            *MANY_WINDOWS, "--quiet", check=True)
+    got = read(out)[0].astype(np.float64)
+    want, count = feather_reference(data, valid, distance)
+    assert (count == 1).sum() > 1000 and (count == 2).sum() > 1000
+    # Values of more than 29 significant bits come back exactly where one input is valid.
+    np.testing.assert_array_equal(got[count == 1], data.sum(axis=0, where=valid)[count == 1])
+    # Blends: the weights are float32 (relative error up to 6e-8 against the reference's
+    # float64), so a blend may move by that much of the values (plus rounding to integer).
+    many = count == 2
+    np.testing.assert_allclose(got[many], want[many], rtol=1e-7, atol=1)
