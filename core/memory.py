@@ -51,6 +51,7 @@ class Budget:
     fits: bool           # False when even the smallest window exceeds the budget
     depth: int = 0       # stack rules: the most inputs over one window
     stack_rows: int = 0  # stack rules: rows of a window stacked at a time
+    compress: int = 0    # threads GDAL compresses output tiles on (0: ``threads``)
 
     @property
     def estimated_peak(self):
@@ -108,7 +109,8 @@ def plan_budget(memory_mb, threads, block, bands, rule, input_dtype, out_dtype,
     ----------
     memory_mb : int
     threads : int
-        Worker threads wanted (reduced when the budget cannot feed them).
+        Worker threads wanted (reduced when the budget cannot feed them; halved, and
+        the output compressed on all of them, when ``halo``).
     block : int
         Output block side; the window side is a multiple of it.
     grid_size : (width, height)
@@ -130,10 +132,16 @@ def plan_budget(memory_mb, threads, block, bands, rule, input_dtype, out_dtype,
     total = int(memory_mb) * MB
     cache = int(min(max(total * CACHE_FRACTION, CACHE_MIN), CACHE_MAX))
     warp = WARP_MEMORY if warped else 0
+    compress = threads
+    if halo:
+        # Feather: the input blocks beside a window (its halo) are decoded again by every
+        # thread that reads them (each has its own datasets), so half the threads render
+        # and GDAL compresses on all of them (the bench: 20% less CPU, no slower).
+        threads = max(1, threads // 2)
     # GDAL's own working memory outside the cache: open datasets (16 per thread),
     # and the GeoTIFF writer's compression jobs (about two tiles per thread).
     block_bytes = block * block * bands * np.dtype(out_dtype).itemsize
-    overhead = GDAL_OVERHEAD + threads * 2 * block_bytes + int(io_cache)
+    overhead = GDAL_OVERHEAD + compress * 2 * block_bytes + int(io_cache)
     out_size = np.dtype(out_dtype).itemsize
     largest = max(block, math.ceil(max(grid_size) / block) * block)
     depths = {}
@@ -174,7 +182,7 @@ def plan_budget(memory_mb, threads, block, bands, rule, input_dtype, out_dtype,
         rows = _stack_rows(lambda r: cost(side, nthreads, r)[2] <= total, side)
     per, out, need = cost(side, nthreads, rows)
     return Budget(total, cache, side, nthreads, nthreads + 1, per, out, warp, overhead,
-                  need <= total, deepest(side), rows)
+                  need <= total, deepest(side), rows, compress)
 
 
 def _stack_rows(fits, side):

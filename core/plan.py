@@ -246,7 +246,7 @@ def make_plan(options, strict=True):
     windows = WindowPlan(grid.width, grid.height, budget.chunk)
     index = SourceIndex(windows, boxes, halo)
     raw = grid.width * grid.height * out_bands * np.dtype(out_dtype).itemsize
-    co = creation_options(options, out_dtype, raw, block, budget.threads)
+    co = creation_options(options, out_dtype, raw, block, budget.compress or budget.threads)
     warnings.extend(_warnings(sources, footprints, specs, co, raw, nodata_input))
     warnings.extend(_rounding_warnings(sources, specs, rule, out_dtype))
     if nodata_out is None and nodata_input is not None and method != "count":
@@ -355,7 +355,8 @@ def summary_lines(plan):
         f"{len(plan.sources)} input(s) -> {g.width} x {g.height} px, {plan.band_count} band(s), "
         f"{plan.out_dtype}, CRS {crs}, pixel {g.res[0]:.10g} x {g.res[1]:.10g}",
         f"method {plan.method}; {len(plan.windows)} window(s) of {plan.budget.chunk} px; "
-        f"{plan.threads} thread(s)",
+        f"{plan.threads} thread(s)" + (f", compressing on {plan.budget.compress}"
+                                        if plan.budget.compress > plan.threads else ""),
         f"memory: {plan.budget.summary()}",
         f"expected output size: {low / MB:,.0f}-{high / MB:,.0f} MB "
         f"({plan.creation_options.get('COMPRESS')})",

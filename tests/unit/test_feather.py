@@ -140,9 +140,10 @@ def test_feather_seam_between_constant_tiles_is_monotonic_and_bounded(tmp_path, 
 @pytest.mark.parametrize("distance", [20, 70])  # 70: the halo is wider than a 48 px window
 def test_feather_does_not_depend_on_windows_or_threads(tmp_path, distance):
     paths, _data, _valid = random_tiles(tmp_path, 33, "int16", 2, -9999)
+    # Feather renders on half the THREADS (GDAL compresses on all): 4 gives 2 renderers.
     runs = {"w256-t1": ("--chunk", "256", "--threads", "1"),
-            "w256-t2": ("--chunk", "256", "--threads", "2"),
-            "w48-t2": MANY_WINDOWS + ("--threads", "2"),
+            "w256-t4": ("--chunk", "256", "--threads", "4"),
+            "w48-t4": MANY_WINDOWS + ("--threads", "4"),
             "w48-t1": MANY_WINDOWS + ("--threads", "1")}
     results = {}
     for name, args in runs.items():
@@ -250,3 +251,13 @@ def test_feather_single_values_exact_and_blend_close(tmp_path, dtype, low, high,
     # float64), so a blend may move by that much of the values (plus rounding to integer).
     many = count == 2
     np.testing.assert_allclose(got[many], want[many], rtol=1e-7, atol=1)
+
+
+def test_feather_plan_renders_on_half_the_threads_and_compresses_on_all(tmp_path):
+    import streaming_mosaic
+    paths = random_tiles(tmp_path, 3, "uint8", 1, 0, n=2)[0]
+    plan = streaming_mosaic.plan(paths, method="feather", threads=4)
+    assert plan.threads == 2 and plan.creation_options["NUM_THREADS"] == "4"
+    assert "2 thread(s), compressing on 4" in "\n".join(streaming_mosaic.core.plan.summary_lines(plan))
+    plan = streaming_mosaic.plan(paths, method="mean", threads=4)
+    assert plan.threads == 4 and plan.creation_options["NUM_THREADS"] == "4"

@@ -130,6 +130,18 @@ def test_deep_stacks_and_halos_cost_memory():
         _budget(256, rule=RULES["feather"]).per_window
 
 
+def test_feather_renders_on_half_the_threads_and_compresses_on_all():
+    """A halo's input blocks are decoded again by each thread reading them: feather
+    renders on half the threads, GDAL compresses on all, and windows stay <= 512 px."""
+    from streaming_mosaic.core.composite import RULES
+    from streaming_mosaic.core.memory import FEATHER_MAX_CHUNK
+    feather = [_budget(1024, rule=RULES["feather"], halo=32, threads=n) for n in (1, 2, 4, 5)]
+    assert [(b.threads, b.compress) for b in feather] == [(1, 1), (1, 2), (2, 4), (2, 5)]
+    assert all(b.chunk == FEATHER_MAX_CHUNK and b.fits for b in feather)
+    last = _budget(1024, threads=4)
+    assert (last.threads, last.compress) == (4, 4) and last.chunk > FEATHER_MAX_CHUNK
+
+
 def test_smallest_budget_is_the_threshold():
     from streaming_mosaic.core.memory import smallest_budget_mb
     assert smallest_budget_mb(lambda mb: mb >= 1000, 16) == 1000
