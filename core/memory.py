@@ -102,7 +102,7 @@ def window_working_set(chunk, bands, rule, input_dtype, out_dtype, halo=0, depth
 
 def plan_budget(memory_mb, threads, block, bands, rule, input_dtype, out_dtype,
                 grid_size, chunk=0, halo=0, warped=False, depth=None, io_cache=0,
-                direct=False):
+                direct=False, compressed=True):
     """Choose the cache size and window side for a run.
 
     Parameters
@@ -110,7 +110,7 @@ def plan_budget(memory_mb, threads, block, bands, rule, input_dtype, out_dtype,
     memory_mb : int
     threads : int
         Worker threads wanted (reduced when the budget cannot feed them; halved, and
-        the output compressed on all of them, when ``halo``).
+        the output compressed on all of them, with a ``halo`` and ``compressed``).
     block : int
         Output block side; the window side is a multiple of it.
     grid_size : (width, height)
@@ -124,6 +124,8 @@ def plan_budget(memory_mb, threads, block, bands, rule, input_dtype, out_dtype,
         Bytes of GDAL's HTTP block cache when inputs are read over the network.
     direct : bool
         Every window is read straight into its output buffer (no accumulators).
+    compressed : bool
+        The output is compressed as it is written (GDAL's NUM_THREADS).
 
     Returns
     -------
@@ -133,7 +135,7 @@ def plan_budget(memory_mb, threads, block, bands, rule, input_dtype, out_dtype,
     cache = int(min(max(total * CACHE_FRACTION, CACHE_MIN), CACHE_MAX))
     warp = WARP_MEMORY if warped else 0
     compress = threads
-    if halo:
+    if halo and compressed:
         # Feather: the input blocks beside a window (its halo) are decoded again by every
         # thread that reads them (each has its own datasets), so half the threads render
         # and GDAL compresses on all of them (the bench: 20% less CPU, no slower).

@@ -237,9 +237,10 @@ def make_plan(options, strict=True):
     work_dtype = input_dtype if options.harmonize == "none" else "float64"
     fast = direct.possible(rule, specs, work_dtype, out_dtype, nodata_out, nodata_input,
                            out_bands != band_count)
+    compressed = creation_options(options, out_dtype, 0, block, 1)["COMPRESS"].upper() != "NONE"
     budget = _budget(options, options.memory_mb, block, out_bands, rule, work_dtype,
                      out_dtype, grid, halo, specs, boxes,
-                     io_cache_bytes([s.path for s in sources]), fast)
+                     io_cache_bytes([s.path for s in sources]), fast, compressed)
     if not budget.fits:
         warnings.append(f"MEMORY_MB={options.memory_mb} is too small for one "
                         f"{budget.chunk}x{budget.chunk} window; the run may use more")
@@ -259,7 +260,7 @@ def make_plan(options, strict=True):
 
 
 def _budget(options, memory_mb, block, band_count, rule, input_dtype, out_dtype, grid, halo,
-            specs, boxes, io_cache=0, fast=False):
+            specs, boxes, io_cache=0, fast=False, compressed=True):
     """The memory budget; for a stack rule, refused when even one row of it cannot fit
     (``fast``: every window takes :mod:`.direct`'s path)."""
     size = (grid.width, grid.height)
@@ -271,6 +272,7 @@ def _budget(options, memory_mb, block, band_count, rule, input_dtype, out_dtype,
         return plan_budget(mb, threads_wanted(options.threads), block, band_count, rule,
                            input_dtype, out_dtype, size, chunk=int(options.chunk_size or 0),
                            halo=halo, depth=depth, io_cache=io_cache, direct=fast,
+                           compressed=compressed,
                            warped=any(s is not None and s.kind == "warp" for s in specs))
 
     result = budget(memory_mb)

@@ -259,5 +259,6 @@ def test_feather_plan_renders_on_half_the_threads_and_compresses_on_all(tmp_path
     plan = streaming_mosaic.plan(paths, method="feather", threads=4)
     assert plan.threads == 2 and plan.creation_options["NUM_THREADS"] == "4"
     assert "2 thread(s), compressing on 4" in "\n".join(streaming_mosaic.core.plan.summary_lines(plan))
-    plan = streaming_mosaic.plan(paths, method="mean", threads=4)
-    assert plan.threads == 4 and plan.creation_options["NUM_THREADS"] == "4"
+    for other in (dict(method="mean"), dict(method="feather", compression="none")):
+        plan = streaming_mosaic.plan(paths, threads=4, **other)
+        assert plan.threads == 4 and plan.creation_options["NUM_THREADS"] == "4", other

@@ -140,6 +140,9 @@ def test_feather_renders_on_half_the_threads_and_compresses_on_all():
     assert all(b.chunk == FEATHER_MAX_CHUNK and b.fits for b in feather)
     last = _budget(1024, threads=4)
     assert (last.threads, last.compress) == (4, 4) and last.chunk > FEATHER_MAX_CHUNK
+    # Uncompressed: nothing for GDAL's threads to do, all of them render.
+    raw = _budget(1024, rule=RULES["feather"], halo=32, threads=4, compressed=False)
+    assert (raw.threads, raw.compress) == (4, 4)
 
 
 def test_smallest_budget_is_the_threshold():
