@@ -355,7 +355,7 @@ def finalize(rule, acc, out_dtype, nodata, out=None):
     moved = int(np.count_nonzero(hit))
     if moved:
         out[hit] = nudged(nodata, out_dtype)
-    out[empty] = fill
+    np.copyto(out, fill, where=empty)  # faster than boolean indexing
     return out, moved
 
 
