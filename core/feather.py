@@ -30,21 +30,26 @@ def edge_distance(footprint, limit):
     footprint = np.asarray(footprint, bool)
     if footprint.all():
         return np.full(footprint.shape, limit, np.float32)
-    box = _rectangle(footprint)
-    if box is not None:
-        return _rectangle_distance(footprint.shape, box, limit)
-    dist = np.full(footprint.shape, limit, np.float32)
-    invalid = ~footprint
-    rows = np.flatnonzero(invalid.any(axis=1))
+    rows = np.flatnonzero(footprint.any(axis=1))
     if rows.size == 0:
+        return np.zeros(footprint.shape, np.float32)
+    cols = np.flatnonzero(footprint.any(axis=0))
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    # The distance to the invalid pixels is the smaller of the distances to those outside
+    # the footprint's bounding box (closed form) and to the holes inside it. Only pixels
+    # within ``reach`` rows and columns of a hole can be nearer to it than ``limit``, and
+    # every hole lies in that box: it alone is passed (inputs have few, small holes).
+    dist = _rectangle_distance(footprint.shape, (r0, r1, c0, c1), limit)
+    holes = ~footprint[r0:r1, c0:c1]
+    hole_rows = np.flatnonzero(holes.any(axis=1))
+    if hole_rows.size == 0:
         return dist
-    cols = np.flatnonzero(invalid.any(axis=0))
-    # Only pixels within ``reach`` rows and columns of an invalid pixel can be nearer
-    # than ``limit``, and every invalid pixel lies in that box: it alone is computed.
+    hole_cols = np.flatnonzero(holes.any(axis=0))
     reach = int(math.ceil(limit))
-    r0, r1 = max(rows[0] - reach, 0), min(rows[-1] + reach + 1, footprint.shape[0])
-    c0, c1 = max(cols[0] - reach, 0), min(cols[-1] + reach + 1, footprint.shape[1])
-    dist[r0:r1, c0:c1] = _exact(invalid[r0:r1, c0:c1], limit, reach)
+    y0, y1 = max(hole_rows[0] - reach, 0), min(hole_rows[-1] + reach + 1, r1 - r0)
+    x0, x1 = max(hole_cols[0] - reach, 0), min(hole_cols[-1] + reach + 1, c1 - c0)
+    part = dist[r0 + y0:r0 + y1, c0 + x0:c0 + x1]
+    np.minimum(part, _exact(holes[y0:y1, x0:x1], limit, reach), out=part)
     return dist
 
 
@@ -83,23 +88,10 @@ def _vertical(g2, d2, reach):
         np.minimum(d2[:-dy], shifted, out=d2[:-dy])
 
 
-def _rectangle(footprint):
-    """(r0, r1, c0, c1) when the footprint is one filled rectangle (an input without
-    holes: the common case), else None."""
-    rows = np.flatnonzero(footprint.any(axis=1))
-    cols = np.flatnonzero(footprint.any(axis=0))
-    if not len(rows):
-        return None
-    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    if (r1 - r0) * (c1 - c0) != np.count_nonzero(footprint) or not footprint[r0:r1, c0:c1].all():
-        return None
-    return r0, r1, c0, c1
-
-
 def _rectangle_distance(shape, box, limit):
     """:func:`edge_distance` of a filled rectangle: the nearest outside pixel is straight
     across the nearest of its sides that lies inside the array (the same integer
-    distances as the general passes, so the same float32 values)."""
+    distances as the passes of :func:`_exact`, so the same float32 values)."""
     r0, r1, c0, c1 = box
 
     def along(size, lo, hi):

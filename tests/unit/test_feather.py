@@ -171,7 +171,13 @@ FOOTPRINTS = {
     "rectangle-strip": np.pad(np.ones((30, 1), bool), ((0, 0), (4, 2))),
     "rectangle-pixel": np.pad(np.ones((1, 1), bool), ((3, 2), (2, 5))),
     "none-valid": np.zeros((5, 7), bool),
+    # A rectangle with holes (the bench's tiles: a collar and a few small holes): the
+    # distance is the smaller of the rectangle's and the holes' own.
+    "rectangle-holes": np.pad(np.ones((30, 26), bool), ((2, 4), (5, 1))),
 }
+FOOTPRINTS["rectangle-holes"][5:7, 9:12] = False
+FOOTPRINTS["rectangle-holes"][30:33, 27:31] = False  # on the rectangle's corner
+FOOTPRINTS["rectangle-holes"][20, 5] = False  # on its left side
 
 
 @pytest.mark.parametrize("name", FOOTPRINTS)
