@@ -368,7 +368,8 @@ def composite(method, stack, valids, out_dtype=None, nodata=None, weights=None, 
         A key of :data:`RULES`.
     stack : sequence of arrays (bands, rows, cols)
     valids : sequence of bool arrays or None
-    weights : sequence of (rows, cols) float arrays, for feather
+    weights : sequence of (rows, cols) float arrays, for feather (used as float32; > 0
+        wherever the input is valid)
     q : float
         The percentile, for METHOD=percentile.
 
