@@ -16,9 +16,12 @@ import os
 import time
 import traceback
 
+import numpy as np
+
 from . import checkpoint, executors, harmonize, pyramid, runlock, storage, writer
 from .errors import Cancelled, ClusterError, InputError, MosaicError, OutputError
 from .gdalenv import GdalFailure, cache_budget, release_free_memory, thread_env
+from .memory import cog_cache
 from .plan import make_plan, summary_lines
 from .progress import WINDOWS_SHARE, Progress
 from .runmemory import RunMemory, peak_rss_mb
@@ -107,6 +110,9 @@ def run(options, progress=None, cancel=None, log=None):
                 log(warning, "warning")
             with cache_budget(plan.budget.cache):
                 moved = _write_all(plan, output, start, progress, cancel, log)
+            # The windows' buffers are freed: the COG driver's step gets the memory.
+            release_free_memory()
+            with cache_budget(finish_cache(plan)):
                 _finish(plan, output, progress, cancel, target)
         finally:
             # A COG copy left by this run or by a killed one: resume makes it again.
@@ -119,6 +125,12 @@ def run(options, progress=None, cancel=None, log=None):
     return Result(target, plan.grid.width, plan.grid.height, plan.band_count, len(plan.windows),
                   start, time.monotonic() - started, size, peak_rss_mb(),
                   moved, list(plan.warnings), memory.before, memory.peak())
+
+
+def finish_cache(plan):
+    """GDAL's cache for the overviews and COG step (see memory.cog_cache)."""
+    block = plan.block * plan.block * plan.out_bands * np.dtype(plan.out_dtype).itemsize
+    return cog_cache(plan.budget, plan.threads, block)
 
 
 def _plan_with_resume(options, output, log, cancel=None):

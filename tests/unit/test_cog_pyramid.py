@@ -19,6 +19,7 @@ from streaming_mosaic.core import checkpoint, engine, pyramid
 from streaming_mosaic.core.errors import Cancelled
 from streaming_mosaic.core.options import Options
 from streaming_mosaic.core.plan import make_plan
+from streaming_mosaic.core.report import INTERPRETER_BASELINE_MB
 from synth import tile_set, write_raster
 
 # Tile sizes of a 2 x 3 set with 16 px overlaps, and the mosaic they give:
@@ -202,3 +203,48 @@ def test_a_cog_run_killed_mid_way_resumes_to_the_same_cog(sets, tmp_path, grid):
         np.testing.assert_array_equal(a, b)
     assert validate_cog(str(out), full_check=True)[:2] == ([], [])
     assert not os.path.exists(checkpoint.partial_path(str(out)))
+
+
+def test_a_cog_run_stays_within_memory_mb(tmp_path):
+    """Peak RSS of a COG run within MEMORY_MB + baseline + 32 MB: the window buffers are
+    freed before the COG driver's step, the overviews of a window are computed a strip
+    at a time, and the plan counts that strip."""
+    paths = tile_set(tmp_path, seed=5, grid=(2, 2), size=(2100, 2100), overlap=40, bands=3,
+                     dtype="uint16", nodata=0)
+    out = tmp_path / "cog.tif"
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M", PYTHON, "-m", "streaming_mosaic",
+                           *map(str, paths), "-o", str(out), "--cog", "--memory-mb", "256",
+                           "--quiet"], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr
+    peak_mb = int(proc.stderr.strip().splitlines()[-1]) / 1024
+    assert peak_mb <= 256 + INTERPRETER_BASELINE_MB + 32, peak_mb
+    cog_plan = make_plan(Options(inputs=[str(p) for p in paths], output=str(out), cog=True,
+                                 memory_mb=256))
+    plain_plan = make_plan(Options(inputs=[str(p) for p in paths], output=str(out),
+                                   memory_mb=256))
+    # The strips the COG's writer copies count in the budget: smaller windows than plain.
+    assert cog_plan.budget.sink > 0 and plain_plan.budget.sink == 0
+    assert cog_plan.budget.estimated_peak <= 256 * 2**20 < plain_plan.budget.estimated_peak \
+        + cog_plan.budget.sink
+    assert cog_plan.budget.chunk < plain_plan.budget.chunk
+    plain = tmp_path / "plain.tif"
+    run(paths, plain)
+    assert_cog_matches(out, plain, tmp_path)
+
+
+def test_the_local_executor_frees_its_window_buffers_when_closed(sets, tmp_path):
+    """The recycled window buffers must not outlive the windows (the COG step needs the
+    memory; the thread pool's initializer kept the executor alive until a collection)."""
+    from streaming_mosaic.core import executors
+    plan = make_plan(Options(inputs=[str(p) for p in sets["even"]], output=str(tmp_path / "o.tif"),
+                             chunk_size=256))
+    executor = executors.make(plan)
+    try:
+        for index in range(len(plan.windows)):
+            executor.submit(index)
+            array, _moved = executor.next(lambda: False)
+            assert array is not None
+    finally:
+        executor.close()
+    assert executor.held is None and executor.buffers.empty()
