@@ -340,14 +340,11 @@ def _finish(plan, output, progress, cancel, target=None):
             final = writer.cog_partial_path(output)
             streamed = pyramid.streams(plan)
             try:
-                # The levels not streamed (with Dask: all, from the compressed partial,
-                # as GDAL's GeoTIFF overviews: the same COG as the local engine's).
+                # The levels not streamed (with Dask: all, from the compressed partial:
+                # the same COG as the local engine's).
                 lo = WINDOWS_SHARE + (1 - WINDOWS_SHARE) * (TAIL_SHARE if streamed else 0.5)
-                if streamed:
-                    pyramid.finish(partial, plan, sub(WINDOWS_SHARE, lo), cancel)
-                else:
-                    writer.build_overviews(partial, plan, sub(WINDOWS_SHARE, lo), cancel)
-                writer.make_cog(partial, final, plan, sub(lo), cancel, True)
+                source = pyramid.finish(partial, plan, sub(WINDOWS_SHARE, lo), cancel)
+                writer.make_cog(source, final, plan, sub(lo), cancel, True, partial)
             except OutputError as exc:
                 raise OutputError(output, f"{exc.reason}; the complete partial "
                                   f"output {partial} and its checkpoint were kept: run again with "

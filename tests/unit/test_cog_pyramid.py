@@ -55,12 +55,21 @@ def levels(path):
 
 
 def gdal_overviews(plain, folder, count, resampling="AVERAGE"):
-    """GDAL's overviews (factors 2 .. 2**count) of a copy of ``plain``."""
+    """GDAL's overviews (factors 2 .. 2**count) of a copy of ``plain`` (BuildOverviews:
+    an odd level's size rounded up)."""
     copy = str(folder / f"gdal-{os.path.basename(str(plain))}")
     gdal.Translate(copy, str(plain), creationOptions=["TILED=YES"])
     ds = gdal.Open(copy, gdal.GA_Update)
     assert ds.BuildOverviews(resampling, [2 ** (k + 1) for k in range(count)]) == 0
     ds = None
+    return levels(copy)
+
+
+def gdal_cog_overviews(plain, folder, block, resampling="AVERAGE"):
+    """The overviews of ``gdal_translate -of COG`` of ``plain`` (sizes rounded down)."""
+    copy = str(folder / f"gdal-cog-{os.path.basename(str(plain))}")
+    gdal.Translate(copy, str(plain), format="COG", creationOptions=[
+        f"BLOCKSIZE={block}", f"RESAMPLING={resampling}", "COMPRESS=NONE"])
     return levels(copy)
 
 
@@ -70,10 +79,15 @@ def assert_cog_matches(cog, plain, folder, resampling="AVERAGE"):
     np.testing.assert_array_equal(got_ds.ReadAsArray(), want_ds.ReadAsArray())
     got = levels(cog)
     assert got
-    want = gdal_overviews(plain, folder, len(got), resampling)
+    block = got_ds.GetRasterBand(1).GetBlockSize()[0]
+    want = gdal_cog_overviews(plain, folder, block, resampling)
+    assert [a.shape for a in got] == [b.shape for b in want]
     for k, (a, b) in enumerate(zip(got, want)):
-        assert a.shape == b.shape, k
         assert np.array_equal(a, b), f"level {k + 1}: {int((a != b).sum())} pixels differ"
+    # Where GDAL's GeoTIFF overviews have the same size, the same pixels too.
+    for k, (a, b) in enumerate(zip(got, gdal_overviews(plain, folder, len(got), resampling))):
+        if a.shape == b.shape:
+            assert np.array_equal(a, b), f"level {k + 1}: {int((a != b).sum())} pixels differ"
 
 
 @pytest.mark.parametrize("grid", sorted(GRIDS))
@@ -248,3 +262,22 @@ def test_the_local_executor_frees_its_window_buffers_when_closed(sets, tmp_path)
     finally:
         executor.close()
     assert executor.held is None and executor.buffers.empty()
+
+
+@pytest.mark.parametrize("size", [(1025, 300), (2049, 1031), (1075, 2150), (1100, 1024)])
+def test_the_level_sizes_and_count_are_the_cog_drivers(tmp_path, size):
+    """Halved and rounded down while either side exceeds a block: 1025 px gives one level
+    of 512 (GDAL's GeoTIFF overviews would make 513, then a second level)."""
+    w, h = size
+    data = (np.arange(w * h, dtype=np.uint32) % 251 + 1).astype(np.uint8).reshape(1, h, w)
+    path = write_raster(tmp_path / "in.tif", data, (500000.0, 10, 0, 5000000.0, 0, -10))
+    out = tmp_path / "cog.tif"
+    run([path], out, cog=True)
+    ref = tmp_path / "ref.tif"
+    gdal.Translate(str(ref), str(path), format="COG",
+                   creationOptions=["BLOCKSIZE=512", "RESAMPLING=AVERAGE"])
+    ours = [a.shape for a in levels(out)]
+    assert ours == [a.shape for a in levels(ref)]
+    plan = make_plan(Options(inputs=[str(path)], output=str(out), cog=True))
+    assert [(1, h, w) for w, h in pyramid.level_sizes(plan)] == ours
+    assert_cog_matches(out, path, tmp_path)
