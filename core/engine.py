@@ -18,7 +18,7 @@ import traceback
 
 import numpy as np
 
-from . import checkpoint, executors, harmonize, pyramid, runlock, storage, writer
+from . import checkpoint, cog, executors, harmonize, pyramid, runlock, storage, writer
 from .errors import Cancelled, ClusterError, InputError, MosaicError, OutputError
 from .gdalenv import GdalFailure, cache_budget, release_free_memory, thread_env
 from .memory import cog_cache
@@ -116,7 +116,7 @@ def run(options, progress=None, cancel=None, log=None):
                 _finish(plan, output, progress, cancel, target)
         finally:
             # A COG copy left by this run or by a killed one: resume makes it again.
-            writer.remove_cog_partial(output)
+            cog.remove_cog_partial(output)
             pyramid.remove_temporary(checkpoint.partial_path(output))
         size = storage.size(target)
     if moved:
@@ -337,14 +337,14 @@ def _finish(plan, output, progress, cancel, target=None):
     try:
         final = partial
         if opts.cog:
-            final = writer.cog_partial_path(output)
+            final = cog.cog_partial_path(output)
             streamed = pyramid.streams(plan)
             try:
                 # The levels not streamed (with Dask: all, from the compressed partial:
                 # the same COG as the local engine's).
                 lo = WINDOWS_SHARE + (1 - WINDOWS_SHARE) * (TAIL_SHARE if streamed else 0.5)
                 source = pyramid.finish(partial, plan, sub(WINDOWS_SHARE, lo), cancel)
-                writer.make_cog(source, final, plan, sub(lo), cancel, True, partial)
+                cog.make_cog(source, final, plan, sub(lo), cancel, True, partial)
             except OutputError as exc:
                 raise OutputError(output, f"{exc.reason}; the complete partial "
                                   f"output {partial} and its checkpoint were kept: run again with "

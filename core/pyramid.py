@@ -29,6 +29,7 @@ import xml.etree.ElementTree as ET
 from osgeo import gdal
 
 from . import bandmeta, writer
+from .cog import cog_block
 from .gdalenv import GdalFailure, check, check_status, vrt_xml
 from .options import parse_dask
 
@@ -52,7 +53,7 @@ def streams(plan):
 def level_sizes(plan):
     """(width, height) of each overview level, as GDAL's COG driver chooses them:
     halved and rounded down until both fit in one of the COG's blocks."""
-    limit = writer.cog_block(plan)
+    limit = cog_block(plan)
     w, h = plan.grid.width, plan.grid.height
     sizes = []
     while w > limit or h > limit:

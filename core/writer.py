@@ -3,7 +3,7 @@
 The mosaic is written to ``OUTPUT.partial`` (a tiled, compressed GeoTIFF) and
 renamed to OUTPUT only when complete, so a failed or cancelled run never leaves
 a file under the requested name. For COG output the finished partial is copied
-by GDAL's COG driver to ``OUTPUT.cog.partial`` and that file is renamed.
+by GDAL's COG driver to ``OUTPUT.cog.partial`` (:mod:`.cog`) and that file is renamed.
 """
 
 import contextlib
@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 import threading
-import xml.etree.ElementTree as ET
 
 import numpy as np
 from osgeo import gdal, gdal_array
@@ -353,78 +352,6 @@ def build_overviews(path, plan, progress=None, cancel=None):
             raise
         raise output_error(path, exc, "building overviews failed") from None
     return factors
-
-
-def cog_block(plan):
-    """The COG's block side (BLOCKSIZE): the output's, at least 128."""
-    return int(plan.creation_options.get("BLOCKSIZE", max(128, plan.block)))
-
-
-def cog_options(plan, existing=False):
-    """The COG driver's creation options matching the plan's GeoTIFF options
-    (``existing``: the source's overviews are copied, not computed again)."""
-    co = plan.creation_options
-    allowed = {e.get("name") for e in ET.fromstring(
-        gdal.GetDriverByName("COG").GetMetadataItem("DMD_CREATIONOPTIONLIST")).iter("Option")}
-    result = {"BLOCKSIZE": str(cog_block(plan)),
-              "RESAMPLING": bandmeta.overview_resampling(plan.band_meta),
-              "OVERVIEWS": "FORCE_USE_EXISTING" if existing else "IGNORE_EXISTING"}
-    for key, value in co.items():
-        if key in allowed:
-            result[key] = value
-    return [f"{k}={v}" for k, v in result.items()]
-
-
-def cog_partial_path(output):
-    return output + ".cog.partial"
-
-
-def make_cog(src, dst, plan, progress=None, cancel=None, existing=False, partial=None):
-    """Copy the finished tiled GeoTIFF ``src`` to a Cloud Optimized GeoTIFF ``dst``
-    (``existing``: with ``src``'s overviews, else with overviews the COG driver computes;
-    ``partial``: the file whose size tells the space needed, when ``src`` is a VRT of it).
-
-    On failure ``dst`` and the COG driver's temporary files are removed.
-    """
-    callback = progress_callback(progress, cancel)
-    box = []
-    try:
-        with signals_deferred(callback):
-            box.append(check(gdal.Translate, dst, src, format="COG",
-                             creationOptions=cog_options(plan, existing), callback=callback))
-            check_status(box[0].FlushCache)
-            close_checked(box)
-    except KeyboardInterrupt:
-        close(box)
-        _remove_cog(dst)
-        raise
-    except GdalFailure as exc:
-        close(box)
-        # Before removing anything: the COG with its overviews and the driver's
-        # temporary overview file take about 1.7 times a compressed partial; an
-        # intermediate with its overviews holds more than the COG will.
-        partial = partial or src
-        size = os.path.getsize(partial) if os.path.exists(partial) else MB
-        error = output_error(dst, exc, "writing the COG failed",
-                             size if existing else int(size * 1.7))
-        _remove_cog(dst)
-        if cancel and cancel():
-            raise
-        raise error from None
-
-
-# The COG driver's temporary files beside its output (GDAL 3.6 - 3.10).
-COG_TEMPORARY = (".ovr.tmp", ".msk.ovr.tmp")
-
-
-def _remove_cog(dst):
-    for path in (dst,) + tuple(dst + suffix for suffix in COG_TEMPORARY):
-        remove_file(path)
-
-
-def remove_cog_partial(output):
-    """Delete ``OUTPUT.cog.partial`` and the COG driver's temporary files, if any."""
-    _remove_cog(cog_partial_path(output))
 
 
 def remove_file(path):
