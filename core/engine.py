@@ -18,7 +18,7 @@ import traceback
 
 import numpy as np
 
-from . import checkpoint, cog, executors, harmonize, pyramid, runlock, storage, writer
+from . import checkpoint, cog, executors, harmonize, overviews, pyramid, runlock, storage, writer
 from .errors import Cancelled, ClusterError, InputError, MosaicError, OutputError
 from .gdalenv import GdalFailure, cache_budget, release_free_memory, thread_env
 from .memory import cog_cache
@@ -164,6 +164,8 @@ def _write_all(plan, output, start, progress, cancel, log):
         sink = executor.open_sink(partial, box)
         if pyramid.streams(plan):
             sink = pyramid.Sink(sink, box, plan)
+        elif overviews.streams(plan):
+            sink = overviews.sink(sink, partial, plan)
     except BaseException:
         executor.close()
         raise
@@ -281,6 +283,7 @@ def _open_partial(plan, output, start, identity, empty=False):
                          pyramid.partial_options(plan))]
     try:
         pyramid.prepare(box[0], plan)
+        overviews.prepare(partial, plan)
     except GdalFailure as exc:
         writer.close(box)
         checkpoint.remove(output)
@@ -351,7 +354,7 @@ def _finish(plan, output, progress, cancel, target=None):
                                   "RESUME (after freeing space if needed) to make only the COG "
                                   "again") from None
         elif opts.overviews:
-            writer.build_overviews(partial, plan, sub(WINDOWS_SHARE), cancel)
+            overviews.finish(partial, plan, sub(WINDOWS_SHARE), cancel)
         writer.publish(final, target or output)
         checkpoint.remove(output)
     except MosaicError:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from osgeo import gdal
 
-from . import bandmeta, direct, harmonize
+from . import bandmeta, direct, harmonize, overviews
 from . import grid as gridmod
 from .errors import InputError, OptionError
 from .memory import MB, Budget, plan_budget, smallest_budget_mb
@@ -273,7 +273,7 @@ def _budget(options, memory_mb, block, band_count, rule, input_dtype, out_dtype,
                            input_dtype, out_dtype, size, chunk=int(options.chunk_size or 0),
                            halo=halo, depth=depth, io_cache=io_cache, direct=fast,
                            warped=any(s is not None and s.kind == "warp" for s in specs),
-                           sink_rows=block if streams(options) else 0)
+                           sink_rows=block if streams(options) or overviews.streams(options) else 0)
 
     result = budget(memory_mb)
     if rule.stack and not result.fits:

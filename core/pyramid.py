@@ -69,8 +69,13 @@ def factors(plan):
 
 def streamed(plan):
     """How many of the first levels are filled window by window (see the module doc)."""
+    return exact_levels(plan, len(factors(plan))) if streams(plan) else 0
+
+
+def exact_levels(plan, most):
+    """How many of the first ``most`` levels halve the one above exactly, windows included."""
     count = 0
-    for _ in factors(plan) if streams(plan) else ():
+    while count < most:
         step = 2 ** (count + 1)
         if plan.grid.width % step or plan.grid.height % step or plan.budget.chunk % step:
             break
@@ -123,12 +128,16 @@ def prepare(ds, plan):
 class Sink:
     """Wraps an executor's sink: each window written also fills its overview pixels."""
 
-    def __init__(self, inner, box, plan):
-        self.inner, self.box, self.plan = inner, box, plan
-        self.count = streamed(plan)
+    def __init__(self, inner, box, plan, levels=None, holder=None):
+        """``levels``: the datasets of the streamed levels, else the overviews of
+        ``box[0]``; ``holder``: a one-item list of the dataset they belong to, closed
+        with the sink (see :mod:`.overviews`)."""
+        self.inner, self.box, self.plan, self.holder = inner, box, plan, holder or []
+        if levels is None:
+            band = box[0].GetRasterBand(1)
+            levels = [band.GetOverview(k).GetDataset() for k in range(streamed(plan))]
+        self.levels, self.count = levels, len(levels)
         self.resampling = bandmeta.overview_resampling(plan.band_meta)
-        band = box[0].GetRasterBand(1)
-        self.levels = [band.GetOverview(k).GetDataset() for k in range(self.count)]
 
     def write(self, window, array):
         self.inner.write(window, array)
@@ -183,10 +192,12 @@ class Sink:
 
     def close(self):
         self.levels = []
-        return self.inner.close()
+        errors = writer.close(self.holder)
+        return (self.inner.close() or []) + errors
 
     def close_checked(self):
         self.levels = []
+        writer.close_checked(self.holder)
         self.inner.close_checked()
 
     def damaged(self):
