@@ -7,9 +7,8 @@ Both write the same COG: LZW + PREDICTOR=2, 512 px blocks, AVERAGE overviews, th
 COG driver compressing on every CPU (NUM_THREADS=ALL_CPUS for GDAL; our run gives it
 THREADS). They run interleaved, each a child process measured for wall and CPU time and
 peak RSS (GDAL_CACHEMAX = MEMORY_MB for gdal_translate). The full resolutions must be
-identical, every pixel; the overview levels are compared where their sizes agree (the
-COG driver rounds an odd level's size down, GDAL's GeoTIFF overviews, which ours are,
-round it up).
+identical, every pixel, and so must every overview level (ours take the COG driver's
+sizes: an odd level rounded down).
 """
 
 import os

@@ -23,7 +23,7 @@ import json
 import os
 
 from . import __version__ as CORE_VERSION
-from . import pyramid
+from . import overviews, pyramid
 from .errors import ResumeError
 
 FORMAT = 2
@@ -60,6 +60,8 @@ def fingerprint(plan):
     }
     if pyramid.layout(plan) is not None:
         identity["partial"] = pyramid.layout(plan)  # the COG's intermediate (see pyramid)
+    if overviews.layout(plan) is not None:
+        identity["levels"] = overviews.layout(plan)  # OVERVIEWS' side file (see overviews)
     if getattr(plan, "harmony", None) is not None:
         # The fitted coefficients: a resumed run reuses them (see harmonize.attach).
         identity["harmonize"] = plan.harmony.to_json()
@@ -186,8 +188,9 @@ def fsync_dir(path):
 
 
 def remove(output):
-    """Delete the partial output and its journal (missing files are fine)."""
-    for path in (partial_path(output), journal_path(output), journal_path(output) + ".tmp"):
+    """Delete the partial output, its journal and its side file (missing files are fine)."""
+    for path in (partial_path(output), journal_path(output), journal_path(output) + ".tmp",
+                 overviews.side_path(partial_path(output))):
         try:
             os.remove(path)
         except FileNotFoundError:

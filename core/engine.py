@@ -16,9 +16,12 @@ import os
 import time
 import traceback
 
-from . import checkpoint, executors, harmonize, pyramid, runlock, storage, writer
+import numpy as np
+
+from . import checkpoint, cog, executors, harmonize, overviews, pyramid, runlock, storage, writer
 from .errors import Cancelled, ClusterError, InputError, MosaicError, OutputError
 from .gdalenv import GdalFailure, cache_budget, release_free_memory, thread_env
+from .memory import cog_cache
 from .plan import make_plan, summary_lines
 from .progress import WINDOWS_SHARE, Progress
 from .runmemory import RunMemory, peak_rss_mb
@@ -107,10 +110,13 @@ def run(options, progress=None, cancel=None, log=None):
                 log(warning, "warning")
             with cache_budget(plan.budget.cache):
                 moved = _write_all(plan, output, start, progress, cancel, log)
+            # The windows' buffers are freed: the COG driver's step gets the memory.
+            release_free_memory()
+            with cache_budget(finish_cache(plan)):
                 _finish(plan, output, progress, cancel, target)
         finally:
             # A COG copy left by this run or by a killed one: resume makes it again.
-            writer.remove_cog_partial(output)
+            cog.remove_cog_partial(output)
             pyramid.remove_temporary(checkpoint.partial_path(output))
         size = storage.size(target)
     if moved:
@@ -119,6 +125,12 @@ def run(options, progress=None, cancel=None, log=None):
     return Result(target, plan.grid.width, plan.grid.height, plan.band_count, len(plan.windows),
                   start, time.monotonic() - started, size, peak_rss_mb(),
                   moved, list(plan.warnings), memory.before, memory.peak())
+
+
+def finish_cache(plan):
+    """GDAL's cache for the overviews and COG step (see memory.cog_cache)."""
+    block = plan.block * plan.block * plan.out_bands * np.dtype(plan.out_dtype).itemsize
+    return cog_cache(plan.budget, plan.threads, block)
 
 
 def _plan_with_resume(options, output, log, cancel=None):
@@ -152,6 +164,8 @@ def _write_all(plan, output, start, progress, cancel, log):
         sink = executor.open_sink(partial, box)
         if pyramid.streams(plan):
             sink = pyramid.Sink(sink, box, plan)
+        elif overviews.streams(plan):
+            sink = overviews.sink(sink, partial, plan)
     except BaseException:
         executor.close()
         raise
@@ -269,6 +283,7 @@ def _open_partial(plan, output, start, identity, empty=False):
                          pyramid.partial_options(plan))]
     try:
         pyramid.prepare(box[0], plan)
+        overviews.prepare(partial, plan)
     except GdalFailure as exc:
         writer.close(box)
         checkpoint.remove(output)
@@ -325,24 +340,21 @@ def _finish(plan, output, progress, cancel, target=None):
     try:
         final = partial
         if opts.cog:
-            final = writer.cog_partial_path(output)
+            final = cog.cog_partial_path(output)
             streamed = pyramid.streams(plan)
             try:
-                # The levels not streamed (with Dask: all, from the compressed partial,
-                # as GDAL's GeoTIFF overviews: the same COG as the local engine's).
+                # The levels not streamed (with Dask: all, from the compressed partial:
+                # the same COG as the local engine's).
                 lo = WINDOWS_SHARE + (1 - WINDOWS_SHARE) * (TAIL_SHARE if streamed else 0.5)
-                if streamed:
-                    pyramid.finish(partial, plan, sub(WINDOWS_SHARE, lo), cancel)
-                else:
-                    writer.build_overviews(partial, plan, sub(WINDOWS_SHARE, lo), cancel)
-                writer.make_cog(partial, final, plan, sub(lo), cancel, True)
+                source = pyramid.finish(partial, plan, sub(WINDOWS_SHARE, lo), cancel)
+                cog.make_cog(source, final, plan, sub(lo), cancel, True, partial)
             except OutputError as exc:
                 raise OutputError(output, f"{exc.reason}; the complete partial "
                                   f"output {partial} and its checkpoint were kept: run again with "
                                   "RESUME (after freeing space if needed) to make only the COG "
                                   "again") from None
         elif opts.overviews:
-            writer.build_overviews(partial, plan, sub(WINDOWS_SHARE), cancel)
+            overviews.finish(partial, plan, sub(WINDOWS_SHARE), cancel)
         writer.publish(final, target or output)
         checkpoint.remove(output)
     except MosaicError:

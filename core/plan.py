@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from osgeo import gdal
 
-from . import bandmeta, direct, harmonize
+from . import bandmeta, direct, harmonize, overviews
 from . import grid as gridmod
 from .errors import InputError, OptionError
 from .memory import MB, Budget, plan_budget, smallest_budget_mb
 from .options import PARAM_BY_ATTR, flag, parse_bands, parse_creation_options, rule_of, validate
 from .order import apply as order_inputs
+from .pyramid import streams
 from .sources import crs_label, representable, scan
 from .specs import build_spec
 from .storage import io_cache_bytes
@@ -273,7 +274,8 @@ def _budget(options, memory_mb, block, band_count, rule, input_dtype, out_dtype,
                            input_dtype, out_dtype, size, chunk=int(options.chunk_size or 0),
                            halo=halo, depth=depth, io_cache=io_cache, direct=fast,
                            compressed=compressed,
-                           warped=any(s is not None and s.kind == "warp" for s in specs))
+                           warped=any(s is not None and s.kind == "warp" for s in specs),
+                           sink_rows=block if streams(options) or overviews.streams(options) else 0)
 
     result = budget(memory_mb)
     if rule.stack and not result.fits:

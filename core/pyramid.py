@@ -10,20 +10,27 @@ halves the one above it exactly: GDAL averages level k from level k-1, and a
 side are multiples of ``2**streamed``. After an odd size GDAL weights source
 pixels by their fractional coverage, so the levels from there on are computed
 at the end from the last streamed level (``1/4**streamed`` of the pixels; the
-whole mosaic only when its width or height is odd). The COG driver then only
-compresses (OVERVIEWS=FORCE_USE_EXISTING).
+whole mosaic only when its width or height is odd). The level sizes are the COG
+driver's: halved and rounded down (537 px under 1075; GDAL's GeoTIFF overviews
+round up), so those later levels live in temporary files beside the partial
+(``OUTPUT.partial.levels.N``), which GDAL computes with the same cascade
+(RegenerateOverviews), and a VRT gives the COG driver the partial with all its
+levels. The COG driver then only compresses (OVERVIEWS=FORCE_USE_EXISTING).
 
 The Dask executor appends tiles its workers compressed with the output's
 options, so with DASK_SCHEDULER the partial stays compressed (:func:`streams`
-is False) and GDAL builds its overviews at the end (see engine._finish).
+is False): every level is computed at the end, from the full resolution.
 """
 
+import glob
 import itertools
+import xml.etree.ElementTree as ET
 
 from osgeo import gdal
 
 from . import bandmeta, writer
-from .gdalenv import GdalFailure, check, check_status
+from .cog import cog_block
+from .gdalenv import GdalFailure, check, check_status, vrt_xml
 from .options import parse_dask
 
 # Options of the output kept for the intermediate (layout, not compression).
@@ -37,19 +44,38 @@ LEVELS_SUFFIX = ".levels"  # beside the partial: see finish
 
 
 def streams(plan):
-    """True when the partial is the COG's intermediate with streamed overviews."""
-    return bool(plan.options.cog) and parse_dask(plan.options.dask_scheduler)[0] is None
+    """True when the partial is the COG's intermediate with streamed overviews
+    (``plan``: a Plan, or the run's Options)."""
+    options = getattr(plan, "options", plan)
+    return bool(options.cog) and parse_dask(options.dask_scheduler)[0] is None
+
+
+def level_sizes(plan):
+    """(width, height) of each overview level, as GDAL's COG driver chooses them:
+    halved and rounded down until both fit in one of the COG's blocks."""
+    limit = cog_block(plan)
+    w, h = plan.grid.width, plan.grid.height
+    sizes = []
+    while w > limit or h > limit:
+        w, h = max(w // 2, 1), max(h // 2, 1)
+        sizes.append((w, h))
+    return sizes
 
 
 def factors(plan):
-    """The overview decimation factors of the output (as the COG driver chooses them)."""
-    return writer.overview_factors(plan.grid.width, plan.grid.height, plan.block)
+    """The overview decimation factors of the output (one per level of :func:`level_sizes`)."""
+    return [2 ** (k + 1) for k in range(len(level_sizes(plan)))]
 
 
 def streamed(plan):
     """How many of the first levels are filled window by window (see the module doc)."""
+    return exact_levels(plan, len(factors(plan))) if streams(plan) else 0
+
+
+def exact_levels(plan, most):
+    """How many of the first ``most`` levels halve the one above exactly, windows included."""
     count = 0
-    for _ in factors(plan):
+    while count < most:
         step = 2 ** (count + 1)
         if plan.grid.width % step or plan.grid.height % step or plan.budget.chunk % step:
             break
@@ -57,10 +83,21 @@ def streamed(plan):
     return count
 
 
+def strip_rows(plan, count=None):
+    """Rows of a window whose overviews are computed at a time: the block height,
+    rounded up to a multiple of ``2**count`` (a strip's first row must start a 2 x 2
+    box of every streamed level)."""
+    step = 2 ** (streamed(plan) if count is None else count)
+    return -(-plan.block // step) * step
+
+
 def partial_options(plan):
     """Creation options of the partial: the plan's, or for :func:`streams` the intermediate's."""
-    if not streams(plan):
-        return dict(plan.creation_options)
+    return intermediate_options(plan) if streams(plan) else dict(plan.creation_options)
+
+
+def intermediate_options(plan):
+    """The output's layout options, uncompressed (the intermediate and the later levels)."""
     co = {k: v for k, v in plan.creation_options.items() if k.upper() in KEPT}
     co.update(INTERMEDIATE)
     return co
@@ -70,33 +107,37 @@ def layout(plan):
     """What the journal records of the partial's layout (None: the plan's options)."""
     if not streams(plan):
         return None
-    return {"intermediate": INTERMEDIATE, "overviews": factors(plan), "streamed": streamed(plan)}
+    return {"intermediate": INTERMEDIATE, "overviews": [list(x) for x in level_sizes(plan)],
+            "streamed": streamed(plan)}
 
 
 def partial_bytes(plan):
     """About the size of an uncompressed partial (with its overviews for :func:`streams`)."""
-    total, (w, h) = 0, (plan.grid.width, plan.grid.height)
-    for factor in [1] + (factors(plan) if streams(plan) else []):
-        total += -(-w // factor) * -(-h // factor)
+    w, h = plan.grid.width, plan.grid.height
+    total = w * h + sum(x * y for x, y in (level_sizes(plan) if streams(plan) else []))
     return total * plan.raw_bytes // (w * h)
 
 
 def prepare(ds, plan):
-    """Create the empty overview levels in a new partial ``ds``."""
-    levels = factors(plan)
-    if streams(plan) and levels:
-        check_status(ds.BuildOverviews, "NONE", levels)
+    """Create the empty streamed overview levels in a new partial ``ds``."""
+    count = streamed(plan)
+    if count:
+        check_status(ds.BuildOverviews, "NONE", factors(plan)[:count])
 
 
 class Sink:
     """Wraps an executor's sink: each window written also fills its overview pixels."""
 
-    def __init__(self, inner, box, plan):
-        self.inner, self.box, self.plan = inner, box, plan
-        self.count = streamed(plan)
+    def __init__(self, inner, box, plan, levels=None, holder=None):
+        """``levels``: the datasets of the streamed levels, else the overviews of
+        ``box[0]``; ``holder``: a one-item list of the dataset they belong to, closed
+        with the sink (see :mod:`.overviews`)."""
+        self.inner, self.box, self.plan, self.holder = inner, box, plan, holder or []
+        if levels is None:
+            band = box[0].GetRasterBand(1)
+            levels = [band.GetOverview(k).GetDataset() for k in range(streamed(plan))]
+        self.levels, self.count = levels, len(levels)
         self.resampling = bandmeta.overview_resampling(plan.band_meta)
-        band = box[0].GetRasterBand(1)
-        self.levels = [band.GetOverview(k).GetDataset() for k in range(self.count)]
 
     def write(self, window, array):
         self.inner.write(window, array)
@@ -108,6 +149,15 @@ class Sink:
                                           f"window {window.index + 1} failed") from None
 
     def _levels(self, window, array):
+        # A strip of rows at a time: the /vsimem/ copy and GDAL's overview buffers
+        # stay a fraction of a window (a whole 2048 px window added 80 MB to the peak).
+        rows = strip_rows(self.plan, self.count)
+        for top in range(0, window.h, rows):
+            h = min(rows, window.h - top)
+            strip = type(window)(window.index, window.x, window.y + top, window.w, h)
+            self._strip_levels(strip, array[:, top:top + h])
+
+    def _strip_levels(self, window, array):
         path = f"/vsimem/streaming_mosaic_pyramid_{next(_names)}.tif"
         # Strips: GDAL builds a window's overviews 3 times faster than in tiles (6.8 ms
         # instead of 22 ms CPU for 512 x 512 x 3 uint16, GDAL 3.6); the values are the same.
@@ -142,10 +192,12 @@ class Sink:
 
     def close(self):
         self.levels = []
-        return self.inner.close()
+        errors = writer.close(self.holder)
+        return (self.inner.close() or []) + errors
 
     def close_checked(self):
         self.levels = []
+        writer.close_checked(self.holder)
         self.inner.close_checked()
 
     def damaged(self):
@@ -157,56 +209,91 @@ def _at_origin(window):
 
 
 def remove_temporary(partial):
-    """Delete the copy :func:`finish` computes levels in (left by a killed run), if any."""
-    writer._remove(partial + LEVELS_SUFFIX)
+    """Delete the later levels and the VRT :func:`finish` made (left by a killed run), if any."""
+    for path in glob.glob(glob.escape(partial + LEVELS_SUFFIX) + ".*"):
+        writer.remove_file(path)
 
 
 def finish(path, plan, progress=None, cancel=None):
-    """Compute the levels after the streamed ones in the closed partial at ``path``.
+    """Compute the levels after the streamed ones; return what the COG driver copies.
 
-    As GDAL's BuildOverviews computes them from the whole mosaic: on the partial
-    itself when none is streamed, else on a copy of the last streamed level (a
-    temporary file beside it), whose levels are then copied in.
+    As GDAL computes them from the whole mosaic (each level from the one above):
+    from the last streamed level of the closed partial at ``path``, or from the
+    full resolution when none is streamed, into temporary files beside it. The
+    result is ``path`` itself when every level was streamed, else a VRT of it
+    whose overviews are its streamed levels and those files.
     """
-    levels = factors(plan)
+    sizes = level_sizes(plan)
     first = streamed(plan)
-    if first >= len(levels):
-        return
-    callback = writer._callback(progress, cancel)
-    resampling = bandmeta.overview_resampling(plan.band_meta)
-    box, temp = [writer.reopen(path, plan)], path + LEVELS_SUFFIX
+    if first >= len(sizes):
+        return path
+    callback = writer.progress_callback(progress, cancel)
+    tails = [f"{path}{LEVELS_SUFFIX}.{k + 1}" for k in range(first, len(sizes))]
+    box = [check(gdal.OpenEx, path, gdal.OF_RASTER | gdal.OF_READONLY, ["GTiff"])]
+    made = []
     try:
-        with writer._signals_deferred(callback):
-            if first == 0:
-                check_status(box[0].BuildOverviews, resampling, levels, callback)
-            else:
-                _from_level(box, temp, plan, first, levels, resampling, callback)
-            check_status(box[0].FlushCache)
-        writer.close_checked(box)
+        with writer.signals_deferred(callback):
+            made.extend(_create_level(name, size, plan) for name, size in
+                        zip(tails, sizes[first:]))
+            _regenerate(box[0], first, made, plan, callback)
+        for ds in made:
+            check_status(ds.FlushCache)
+        while made:
+            writer.close_checked([made.pop()])
+        return _with_levels(path, plan, first, tails)
     except GdalFailure as exc:
-        writer.close(box)
+        while made:
+            writer.close([made.pop()])
         if cancel and cancel():
             raise
-        raise writer.output_error(path, exc, "computing the overviews failed") from None
+        raise writer.output_error(path, exc, "computing the overviews failed",
+                                  plan.raw_bytes // 3) from None
     finally:
-        writer._remove(temp)
+        writer.close(box)
 
 
-def _from_level(box, temp, plan, first, levels, resampling, callback):
-    """Levels ``first..`` of ``box[0]`` computed from a copy of level ``first - 1``."""
-    source = box[0].GetRasterBand(1).GetOverview(first - 1).GetDataset()
-    co = [f"{k}={v}" for k, v in partial_options(plan).items() if k != "SPARSE_OK"]
-    copy = [check(gdal.GetDriverByName("GTiff").CreateCopy, temp, source, 0, co)]
-    try:
-        check_status(copy[0].BuildOverviews, resampling,
-                     [f // 2 ** first for f in levels[first:]], callback)
-        band = copy[0].GetRasterBand(1)
-        for k in range(first, len(levels)):
-            src = band.GetOverview(k - first).GetDataset()
-            dst = box[0].GetRasterBand(1).GetOverview(k).GetDataset()
-            for y in range(0, src.RasterYSize, plan.block):
-                h = min(plan.block, src.RasterYSize - y)
-                check_status(dst.WriteRaster, 0, y, src.RasterXSize, h,
-                             check(src.ReadRaster, 0, y, src.RasterXSize, h))
-    finally:
-        writer.close(copy)
+def _create_level(name, size, plan):
+    co = [f"{k}={v}" for k, v in intermediate_options(plan).items() if k != "SPARSE_OK"]
+    ds = check(gdal.GetDriverByName("GTiff").Create, name, size[0], size[1], plan.out_bands,
+               writer.gdal_type(plan.out_dtype), co)
+    for b in range(1, plan.band_count + 1 if plan.nodata_out is not None else 1):
+        ds.GetRasterBand(b).SetNoDataValue(plan.nodata_out)
+    if plan.out_bands > plan.band_count:
+        ds.GetRasterBand(plan.out_bands).SetColorInterpretation(gdal.GCI_AlphaBand)
+    return ds
+
+
+def _regenerate(src, first, made, plan, callback):
+    """GDAL's overview code, band by band, each level from the one above (as the COG
+    driver cascades, NEAREST included), from level ``first`` (0: full resolution)."""
+    resampling = bandmeta.overview_resampling(plan.band_meta)
+    progress = callback.progress
+    steps = plan.out_bands * len(made)
+    for b in range(1, plan.out_bands + 1):
+        band = src.GetRasterBand(b)
+        band = band.GetOverview(first - 1) if first else band
+        for k, ds in enumerate(made):
+            done = (b - 1) * len(made) + k
+            if progress:
+                callback.progress = lambda f, done=done: progress((done + f) / steps)
+            target = ds.GetRasterBand(b)
+            check_status(gdal.RegenerateOverview, band, target, resampling, callback)
+            band = target
+    callback.progress = progress
+
+
+def _with_levels(path, plan, first, tails):
+    """A VRT of the partial at ``path`` whose overviews are its ``first`` levels
+    (``GTIFF_DIR``: its images after the first) followed by the ``tails`` files."""
+    vrt = f"{path}{LEVELS_SUFFIX}.vrt"
+    check(gdal.Translate, vrt, path, format="VRT")
+    root = ET.fromstring(vrt_xml(check(gdal.Open, vrt)))
+    sources = [f"GTIFF_DIR:{k + 2}:{path}" for k in range(first)] + tails
+    for band in root.iter("VRTRasterBand"):
+        for name in sources:
+            over = ET.SubElement(band, "Overview")
+            ET.SubElement(over, "SourceFilename", relativeToVRT="0").text = name
+            ET.SubElement(over, "SourceBand").text = band.get("band")
+    with open(vrt, "w", encoding="utf-8") as fh:
+        fh.write(ET.tostring(root, encoding="unicode"))
+    return vrt

@@ -3,7 +3,7 @@
 The mosaic is written to ``OUTPUT.partial`` (a tiled, compressed GeoTIFF) and
 renamed to OUTPUT only when complete, so a failed or cancelled run never leaves
 a file under the requested name. For COG output the finished partial is copied
-by GDAL's COG driver to ``OUTPUT.cog.partial`` and that file is renamed.
+by GDAL's COG driver to ``OUTPUT.cog.partial`` (:mod:`.cog`) and that file is renamed.
 """
 
 import contextlib
@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 import threading
-import xml.etree.ElementTree as ET
 
 import numpy as np
 from osgeo import gdal, gdal_array
@@ -252,7 +251,7 @@ def overview_factors(width, height, block):
     return factors
 
 
-def _callback(progress, cancel):
+def progress_callback(progress, cancel):
     def callback(complete, _message, _data):
         if callback.progress:
             callback.progress(complete)
@@ -263,7 +262,7 @@ def _callback(progress, cancel):
 
 
 @contextlib.contextmanager
-def _signals_deferred(callback):
+def signals_deferred(callback):
     """Let Ctrl-C / SIGTERM stop a long GDAL call through its progress callback.
 
     GDAL's bindings print and drop an exception raised in a callback (a
@@ -340,9 +339,9 @@ def build_overviews(path, plan, progress=None, cancel=None):
     if not factors:
         return []
     box = [reopen(path, plan)]
-    callback = _callback(progress, cancel)
+    callback = progress_callback(progress, cancel)
     try:
-        with _signals_deferred(callback):
+        with signals_deferred(callback):
             check_status(box[0].BuildOverviews, bandmeta.overview_resampling(plan.band_meta),
                          factors, callback)
             check_status(box[0].FlushCache)
@@ -355,72 +354,7 @@ def build_overviews(path, plan, progress=None, cancel=None):
     return factors
 
 
-def cog_options(plan, existing=False):
-    """The COG driver's creation options matching the plan's GeoTIFF options
-    (``existing``: the source's overviews are copied, not computed again)."""
-    co = plan.creation_options
-    allowed = {e.get("name") for e in ET.fromstring(
-        gdal.GetDriverByName("COG").GetMetadataItem("DMD_CREATIONOPTIONLIST")).iter("Option")}
-    result = {"BLOCKSIZE": str(max(128, plan.block)),
-              "RESAMPLING": bandmeta.overview_resampling(plan.band_meta),
-              "OVERVIEWS": "FORCE_USE_EXISTING" if existing else "IGNORE_EXISTING"}
-    for key, value in co.items():
-        if key in allowed:
-            result[key] = value
-    return [f"{k}={v}" for k, v in result.items()]
-
-
-def cog_partial_path(output):
-    return output + ".cog.partial"
-
-
-def make_cog(src, dst, plan, progress=None, cancel=None, existing=False):
-    """Copy the finished tiled GeoTIFF ``src`` to a Cloud Optimized GeoTIFF ``dst``
-    (``existing``: with ``src``'s overviews, else with overviews the COG driver computes).
-
-    On failure ``dst`` and the COG driver's temporary files are removed.
-    """
-    callback = _callback(progress, cancel)
-    box = []
-    try:
-        with _signals_deferred(callback):
-            box.append(check(gdal.Translate, dst, src, format="COG",
-                             creationOptions=cog_options(plan, existing), callback=callback))
-            check_status(box[0].FlushCache)
-            close_checked(box)
-    except KeyboardInterrupt:
-        close(box)
-        _remove_cog(dst)
-        raise
-    except GdalFailure as exc:
-        close(box)
-        # Before removing anything: the COG with its overviews and the driver's
-        # temporary overview file take about 1.7 times a compressed partial; an
-        # intermediate with its overviews holds more than the COG will.
-        size = os.path.getsize(src) if os.path.exists(src) else MB
-        error = output_error(dst, exc, "writing the COG failed",
-                             size if existing else int(size * 1.7))
-        _remove_cog(dst)
-        if cancel and cancel():
-            raise
-        raise error from None
-
-
-# The COG driver's temporary files beside its output (GDAL 3.6 - 3.10).
-COG_TEMPORARY = (".ovr.tmp", ".msk.ovr.tmp")
-
-
-def _remove_cog(dst):
-    for path in (dst,) + tuple(dst + suffix for suffix in COG_TEMPORARY):
-        _remove(path)
-
-
-def remove_cog_partial(output):
-    """Delete ``OUTPUT.cog.partial`` and the COG driver's temporary files, if any."""
-    _remove_cog(cog_partial_path(output))
-
-
-def _remove(path):
+def remove_file(path):
     try:
         os.remove(path)
     except OSError as exc:
@@ -432,7 +366,7 @@ def publish(src, output):
     """Move the finished file into place atomically: a rename, or for an output in
     object storage one upload (``src`` stays; Ctrl-C waits for the upload to end)."""
     if storage.is_remote_output(output):
-        with _signals_deferred(_callback(None, None)):
+        with signals_deferred(progress_callback(None, None)):
             storage.upload(src, output)
         return
     try:

@@ -140,3 +140,8 @@ class LocalExecutor:
         self.pool.shutdown(wait=True)
         for ctx in self.contexts:
             ctx.close()
+        # The recycled window buffers: the pool's initializer keeps this executor
+        # alive until a garbage collection, and the COG step needs their memory.
+        self.held, self.pending = None, collections.deque()
+        while not self.buffers.empty():
+            self.buffers.get_nowait()

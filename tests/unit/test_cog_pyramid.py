@@ -19,6 +19,7 @@ from streaming_mosaic.core import checkpoint, engine, pyramid
 from streaming_mosaic.core.errors import Cancelled
 from streaming_mosaic.core.options import Options
 from streaming_mosaic.core.plan import make_plan
+from streaming_mosaic.core.report import INTERPRETER_BASELINE_MB
 from synth import tile_set, write_raster
 
 # Tile sizes of a 2 x 3 set with 16 px overlaps, and the mosaic they give:
@@ -54,12 +55,21 @@ def levels(path):
 
 
 def gdal_overviews(plain, folder, count, resampling="AVERAGE"):
-    """GDAL's overviews (factors 2 .. 2**count) of a copy of ``plain``."""
+    """GDAL's overviews (factors 2 .. 2**count) of a copy of ``plain`` (BuildOverviews:
+    an odd level's size rounded up)."""
     copy = str(folder / f"gdal-{os.path.basename(str(plain))}")
     gdal.Translate(copy, str(plain), creationOptions=["TILED=YES"])
     ds = gdal.Open(copy, gdal.GA_Update)
     assert ds.BuildOverviews(resampling, [2 ** (k + 1) for k in range(count)]) == 0
     ds = None
+    return levels(copy)
+
+
+def gdal_cog_overviews(plain, folder, block, resampling="AVERAGE"):
+    """The overviews of ``gdal_translate -of COG`` of ``plain`` (sizes rounded down)."""
+    copy = str(folder / f"gdal-cog-{os.path.basename(str(plain))}")
+    gdal.Translate(copy, str(plain), format="COG", creationOptions=[
+        f"BLOCKSIZE={block}", f"RESAMPLING={resampling}", "COMPRESS=NONE"])
     return levels(copy)
 
 
@@ -69,10 +79,15 @@ def assert_cog_matches(cog, plain, folder, resampling="AVERAGE"):
     np.testing.assert_array_equal(got_ds.ReadAsArray(), want_ds.ReadAsArray())
     got = levels(cog)
     assert got
-    want = gdal_overviews(plain, folder, len(got), resampling)
+    block = got_ds.GetRasterBand(1).GetBlockSize()[0]
+    want = gdal_cog_overviews(plain, folder, block, resampling)
+    assert [a.shape for a in got] == [b.shape for b in want]
     for k, (a, b) in enumerate(zip(got, want)):
-        assert a.shape == b.shape, k
         assert np.array_equal(a, b), f"level {k + 1}: {int((a != b).sum())} pixels differ"
+    # Where GDAL's GeoTIFF overviews have the same size, the same pixels too.
+    for k, (a, b) in enumerate(zip(got, gdal_overviews(plain, folder, len(got), resampling))):
+        if a.shape == b.shape:
+            assert np.array_equal(a, b), f"level {k + 1}: {int((a != b).sum())} pixels differ"
 
 
 @pytest.mark.parametrize("grid", sorted(GRIDS))
@@ -202,3 +217,67 @@ def test_a_cog_run_killed_mid_way_resumes_to_the_same_cog(sets, tmp_path, grid):
         np.testing.assert_array_equal(a, b)
     assert validate_cog(str(out), full_check=True)[:2] == ([], [])
     assert not os.path.exists(checkpoint.partial_path(str(out)))
+
+
+def test_a_cog_run_stays_within_memory_mb(tmp_path):
+    """Peak RSS of a COG run within MEMORY_MB + baseline + 32 MB: the window buffers are
+    freed before the COG driver's step, the overviews of a window are computed a strip
+    at a time, and the plan counts that strip."""
+    paths = tile_set(tmp_path, seed=5, grid=(2, 2), size=(2100, 2100), overlap=40, bands=3,
+                     dtype="uint16", nodata=0)
+    out = tmp_path / "cog.tif"
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M", PYTHON, "-m", "streaming_mosaic",
+                           *map(str, paths), "-o", str(out), "--cog", "--memory-mb", "256",
+                           "--quiet"], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr
+    peak_mb = int(proc.stderr.strip().splitlines()[-1]) / 1024
+    assert peak_mb <= 256 + INTERPRETER_BASELINE_MB + 32, peak_mb
+    cog_plan = make_plan(Options(inputs=[str(p) for p in paths], output=str(out), cog=True,
+                                 memory_mb=256))
+    plain_plan = make_plan(Options(inputs=[str(p) for p in paths], output=str(out),
+                                   memory_mb=256))
+    # The strips the COG's writer copies count in the budget: smaller windows than plain.
+    assert cog_plan.budget.sink > 0 and plain_plan.budget.sink == 0
+    assert cog_plan.budget.estimated_peak <= 256 * 2**20 < plain_plan.budget.estimated_peak \
+        + cog_plan.budget.sink
+    assert cog_plan.budget.chunk < plain_plan.budget.chunk
+    plain = tmp_path / "plain.tif"
+    run(paths, plain)
+    assert_cog_matches(out, plain, tmp_path)
+
+
+def test_the_local_executor_frees_its_window_buffers_when_closed(sets, tmp_path):
+    """The recycled window buffers must not outlive the windows (the COG step needs the
+    memory; the thread pool's initializer kept the executor alive until a collection)."""
+    from streaming_mosaic.core import executors
+    plan = make_plan(Options(inputs=[str(p) for p in sets["even"]], output=str(tmp_path / "o.tif"),
+                             chunk_size=256))
+    executor = executors.make(plan)
+    try:
+        for index in range(len(plan.windows)):
+            executor.submit(index)
+            array, _moved = executor.next(lambda: False)
+            assert array is not None
+    finally:
+        executor.close()
+    assert executor.held is None and executor.buffers.empty()
+
+
+@pytest.mark.parametrize("size", [(1025, 300), (2049, 1031), (1075, 2150), (1100, 1024)])
+def test_the_level_sizes_and_count_are_the_cog_drivers(tmp_path, size):
+    """Halved and rounded down while either side exceeds a block: 1025 px gives one level
+    of 512 (GDAL's GeoTIFF overviews would make 513, then a second level)."""
+    w, h = size
+    data = (np.arange(w * h, dtype=np.uint32) % 251 + 1).astype(np.uint8).reshape(1, h, w)
+    path = write_raster(tmp_path / "in.tif", data, (500000.0, 10, 0, 5000000.0, 0, -10))
+    out = tmp_path / "cog.tif"
+    run([path], out, cog=True)
+    ref = tmp_path / "ref.tif"
+    gdal.Translate(str(ref), str(path), format="COG",
+                   creationOptions=["BLOCKSIZE=512", "RESAMPLING=AVERAGE"])
+    ours = [a.shape for a in levels(out)]
+    assert ours == [a.shape for a in levels(ref)]
+    plan = make_plan(Options(inputs=[str(path)], output=str(out), cog=True))
+    assert [(1, h, w) for w, h in pyramid.level_sizes(plan)] == ours
+    assert_cog_matches(out, path, tmp_path)
