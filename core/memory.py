@@ -16,8 +16,10 @@ The COG driver's step at the end runs alone, after the window buffers are freed:
 :func:`cog_cache` gives it the cache that fits beside its own working memory.
 
 The window side is the largest multiple of the output block size whose working
-set fits what is left after the cache. The interpreter itself (Python, numpy,
-GDAL's libraries: about 60-100 MB) is not part of the budget.
+set fits what is left after the cache, at most MAX_CHUNK, and small enough that a
+small mosaic still has several windows per thread (:func:`pipelined_side`). The
+interpreter itself (Python, numpy, GDAL's libraries: about 60-100 MB) is not part
+of the budget.
 """
 
 import math
@@ -36,6 +38,13 @@ MAX_CHUNK = 2048  # larger windows lose the overlap of reading and compressing
 # and larger windows have fewer of those. 1024 px windows took 12% more CPU than 512 on
 # the bench's 3x3 tiles of 2000 px.
 FEATHER_MAX_CHUNK = 512
+# A chosen window side leaves at least this many windows per worker thread (and
+# MIN_WINDOWS in all) where the mosaic allows: with only a few large windows the
+# first one is read before anything is compressed and the last one is compressed
+# alone (measured on a 16 Mpix mosaic: 4 windows of 2048 px cost more time and page
+# faults than 16 of 1024).
+MIN_WINDOWS = 16
+WINDOWS_PER_THREAD = 4
 GDAL_OVERHEAD = 8 * MB
 WARP_MEMORY = 16 * MB  # GDAL warper working memory of one reprojected read (per thread)
 # The writer's copies of a strip of a window (pyramid.Sink): the /vsimem/ GeoTIFF, its
@@ -187,8 +196,9 @@ def plan_budget(memory_mb, threads, block, bands, rule, input_dtype, out_dtype,
     else:
         nthreads = threads
         side = None
+        cap = pipelined_side(grid_size, block, threads)
         while side is None:
-            top = max(FEATHER_MAX_CHUNK, block) if halo else MAX_CHUNK
+            top = min(max(FEATHER_MAX_CHUNK, block) if halo else MAX_CHUNK, cap)
             fitting = [k * block for k in range(1, top // block + 1)
                        if k * block <= largest and cost(k * block, nthreads)[3] <= total]
             if fitting:
@@ -212,6 +222,19 @@ def cog_cache(budget, threads, block_bytes):
     CPU seconds with 64, 128 and 192 MB)."""
     working = COG_FIXED + threads * COG_BLOCKS_PER_THREAD * block_bytes
     return int(max(CACHE_MIN, min(budget.cache, budget.total - working)))
+
+
+def pipelined_side(grid_size, block, threads):
+    """The largest window side (a multiple of ``block``, at most MAX_CHUNK) that cuts
+    a ``grid_size`` mosaic into enough windows to keep reading and compressing
+    overlapped (see MIN_WINDOWS); ``block`` when even that gives fewer."""
+    want = max(MIN_WINDOWS, WINDOWS_PER_THREAD * max(int(threads), 1))
+    width, height = grid_size
+    largest = max(block, math.ceil(max(grid_size) / block) * block)
+    for side in range(min(MAX_CHUNK, largest) // block * block, block, -block):
+        if math.ceil(width / side) * math.ceil(height / side) >= want:
+            return side
+    return block
 
 
 def _stack_rows(fits, side):

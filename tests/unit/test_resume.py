@@ -333,21 +333,28 @@ def test_resume_with_a_stale_half_checkpoint_starts_from_scratch(small, tmp_path
     assert leftovers(tmp_path) == []
 
 
-def test_resume_with_automatic_chunk_uses_the_journal_chunk(small, tmp_path):
+def test_resume_with_automatic_chunk_uses_the_journal_chunk(big, tmp_path):
     out = tmp_path / "mosaic.tif"
-    first = make_plan(options(small["paths"], out, chunk_size=0, memory_mb=16))
-    later = make_plan(options(small["paths"], out, chunk_size=0, memory_mb=2048))
+    # 256 px blocks: the automatic window of this mosaic is larger than one block
+    # when memory allows (small mosaics keep several windows per thread).
+    blocks = "BLOCKXSIZE=256|BLOCKYSIZE=256"
+    first = make_plan(options(big["paths"], out, chunk_size=0, memory_mb=16,
+                              creation_options=blocks))
+    later = make_plan(options(big["paths"], out, chunk_size=0, memory_mb=2048,
+                              creation_options=blocks))
     assert first.budget.chunk != later.budget.chunk  # the premise of the test
     assert len(first.windows) >= 4
-    saved = interrupt(small["paths"], out, 2, chunk_size=0, memory_mb=16)
+    saved = interrupt(big["paths"], out, 2, chunk_size=0, memory_mb=16,
+                      creation_options=blocks)
     assert saved["fingerprint"]["chunk"] == first.budget.chunk
 
-    res = run_cli(*small["paths"], "-o", out, "--chunk", "0", "--memory-mb", "2048",
+    res = run_cli(*big["paths"], "-o", out, "--chunk", "0", "--memory-mb", "2048",
+                  "--co", "BLOCKXSIZE=256", "--co", "BLOCKYSIZE=256",
                   "--checkpoint-seconds", "0", "--resume")
     assert res.returncode == 0, res.stderr
     assert f"RESUME: 2 of {len(first.windows)} windows already written" in res.stderr
     assert f"of {first.budget.chunk} px" in res.stderr
-    assert_same_raster(out, small["ref"])
+    assert_same_raster(out, big["ref"])
     assert leftovers(tmp_path) == []
 
 
