@@ -109,7 +109,8 @@ def run(options, progress=None, cancel=None, log=None):
             for warning in plan.warnings:
                 log(warning, "warning")
             with cache_budget(plan.budget.cache):
-                moved = _write_all(plan, output, start, progress, cancel, log)
+                moved = _write_all(plan, output, start, progress, cancel, log,
+                                   _long_finish(plan, output, target))
             # The windows' buffers are freed: the COG driver's step gets the memory.
             release_free_memory()
             with cache_budget(finish_cache(plan)):
@@ -153,8 +154,18 @@ def _plan_with_resume(options, output, log, cancel=None):
     return plan, done
 
 
-def _write_all(plan, output, start, progress, cancel, log):
-    """Render and write windows ``start..`` into the partial; returns nodata moves."""
+def _long_finish(plan, output, target):
+    """True when finishing takes more than a rename (overviews, COG, an upload): only
+    then is a journal saying every window is done worth its flush and fsyncs."""
+    return bool(plan.options.cog or plan.options.overviews or output != target)
+
+
+def _write_all(plan, output, start, progress, cancel, log, final_checkpoint=True):
+    """Render and write windows ``start..`` into the partial; returns nodata moves.
+
+    ``final_checkpoint``: record every window as done before closing. Without it a
+    crash before the rename resumes from the last periodic checkpoint.
+    """
     partial = checkpoint.partial_path(output)
     identity = checkpoint.fingerprint(plan)
     total = len(plan.windows)
@@ -176,7 +187,8 @@ def _write_all(plan, output, start, progress, cancel, log):
                    lambda done: _checkpoint(sink, output, identity, done, total))
         finally:
             executor.close()
-        _checkpoint(sink, output, identity, total, total)
+        if final_checkpoint:
+            _checkpoint(sink, output, identity, total, total)
         _closed(sink, partial)
         return state["moved"]
     except (Cancelled, KeyboardInterrupt, ClusterError) as exc:
