@@ -80,3 +80,16 @@ def load_average():
         return os.getloadavg()[0]
     except OSError:
         return float("nan")
+
+
+def byte_compiled(env, pkg, python="/usr/bin/python3"):
+    """``env`` with the package under ``pkg`` byte-compiled once into a cache of its own
+    (PYTHONPYCACHEPREFIX), as an installed plugin or package is: a run then does not
+    compile every module again (about 40 ms of CPU) when PYTHONDONTWRITEBYTECODE is set."""
+    env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = os.path.join(pkg, ".pycache")
+    code = os.path.join(pkg, "streaming_mosaic")
+    targets = [os.path.join(code, name) for name in ("__init__.py", "__main__.py", "cli.py",
+                                                      "core")]
+    subprocess.run([python, "-m", "compileall", "-q", *targets], env=env, check=True)
+    return env

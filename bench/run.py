@@ -49,7 +49,7 @@ import pixfun_case  # noqa: E402
 import report  # noqa: E402
 from compare import compare, describe  # noqa: E402
 from links import package_link  # noqa: E402
-from measure import ToolFailed, baseline_rss, load_average, run_child, summarize  # noqa: E402
+from measure import ToolFailed, baseline_rss, byte_compiled, load_average, run_child, summarize  # noqa: E402
 
 PY = "/usr/bin/python3"
 OUT = data.OUT
@@ -109,7 +109,7 @@ class Bench:
         base = {k: v for k, v in os.environ.items()
                 if not k.startswith(("GDAL_", "CPL_")) and k != "PYTHONPATH"}
         # Our CLI sets its own cache from MEMORY_MB: GDAL_CACHEMAX is not given to it.
-        self.env_ours = dict(base, PYTHONPATH=pkg)
+        self.env_ours = byte_compiled(dict(base, PYTHONPATH=pkg), pkg, PY)
         self.env_gdal = dict(base, GDAL_CACHEMAX=str(self.memory_mb))
         self.failures = []      # correctness failures (fatal)
         self.notes = []
