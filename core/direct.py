@@ -73,7 +73,7 @@ def render(plan, window, ctx, ids, out):
     parts = [(i, p) for i in ids if (p := _part(plan.specs[i].bbox, window)) is not None]
     if not parts or parts[0][1] != (0, 0, window.w, window.h):
         out.fill(fill)  # pixels no input reaches, and the test below, need nodata
-    done = []
+    done = _Parts()
     for i, part in parts:
         if ctx.cancel_event.is_set():
             raise Cancelled()
@@ -81,7 +81,7 @@ def render(plan, window, ctx, ids, out):
         view = out[:, py0:py1, px0:px1]
         spec = plan.specs[i]
         grid = (window.x + px0, window.y + py0, window.x + px1, window.y + py1)
-        if not any(_overlap(part, q) for q in done):
+        if not done.overlaps(part):
             read_data(spec, ctx.handles, *grid, view)
         else:
             empty = np.equal(view, fill, out=ctx.scratch.array("direct.empty", view.shape, bool))
@@ -90,7 +90,7 @@ def render(plan, window, ctx, ids, out):
             data = ctx.scratch.array("src", view.shape, out.dtype)
             read_data(spec, ctx.handles, *grid, data)
             np.copyto(view, data, where=empty)
-        done.append(part)
+        done.add(part)
     return out, 0
 
 
@@ -103,3 +103,27 @@ def _part(bbox, window):
 
 def _overlap(a, b):
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+class _Parts:
+    """The window parts composited so far, filed by the CELL x CELL px cells they touch:
+    asking whether a part overlaps one of them looks at the few parts of its own cells,
+    not at every earlier input (a window over thousands of small tiles)."""
+
+    CELL = 256
+
+    def __init__(self):
+        self.cells = {}
+
+    def _cells(self, part):
+        c = self.CELL
+        return [(cx, cy) for cx in range(part[0] // c, (part[2] - 1) // c + 1)
+                for cy in range(part[1] // c, (part[3] - 1) // c + 1)]
+
+    def overlaps(self, part):
+        return any(_overlap(part, q) for key in self._cells(part)
+                   for q in self.cells.get(key, ()))
+
+    def add(self, part):
+        for key in self._cells(part):
+            self.cells.setdefault(key, []).append(part)
