@@ -151,18 +151,20 @@ HTTP_RETRY = {"GDAL_HTTP_MAX_RETRY": "3", "GDAL_HTTP_RETRY_DELAY": "1"}
 STRICT_READS = {"GDAL_ERROR_ON_LIBJPEG_WARNING": "YES"}
 
 
-def open_readonly(path):
+def open_readonly(path, driver=""):
     """Open a raster read-only, raising :class:`GdalFailure` with GDAL's message.
 
     Side-car files (.aux.xml, .msk, .ovr, world files) are still found, by stat(),
-    except beside a network path (see :func:`readdir_config`).
+    except beside a network path (see :func:`readdir_config`). ``driver``: the one
+    driver to try (a reopened input: GDAL then skips asking the others, ~13 us).
     """
     flags = gdal.OF_RASTER | gdal.OF_READONLY | gdal.OF_VERBOSE_ERROR
+    drivers = {"allowed_drivers": [driver]} if driver else {}
     config = dict(readdir_config(path), **STRICT_READS)
     if all(gdal.GetThreadLocalConfigOption(k, None) == v for k, v in config.items()):
-        return check(gdal.OpenEx, str(path), flags)  # set already (thread_env)
+        return check(gdal.OpenEx, str(path), flags, **drivers)  # set already (thread_env)
     with thread_config(config):
-        return check(gdal.OpenEx, str(path), flags)
+        return check(gdal.OpenEx, str(path), flags, **drivers)
 
 
 def readdir_config(path):

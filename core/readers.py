@@ -33,7 +33,8 @@ class Handles:
             self._open.move_to_end(spec.index)
             return ds
         try:
-            ds = open_readonly(spec.path) if spec.kind == "direct" else check(gdal.Open, spec.xml)
+            ds = (open_readonly(spec.path, spec.driver) if spec.kind == "direct"
+                  else check(gdal.Open, spec.xml))
         except GdalFailure as exc:
             raise InputError(spec.path, f"cannot be opened ({exc})") from None
         self._open[spec.index] = ds

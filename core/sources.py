@@ -8,6 +8,7 @@ input that cannot take part.
 import contextlib
 import math
 import os
+import stat
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,6 +84,7 @@ class SourceInfo:
     files: tuple              # (absolute name, size, mtime_ns, etag) of every file it reads
     band_meta: tuple = ()     # per selected band: bandmeta.BandMeta (scale, unit, palette...)
     alpha_mask: bool = False  # GDAL's mask of the bands is the alpha band (2 or 4 bands)
+    driver: str = ""          # the GDAL driver that opened it (reopened with it alone)
 
     @property
     def bounds(self):
@@ -122,12 +124,18 @@ def _checked_path(path):
     """(the input's name, absolute for a local file; a remote input's ETag or None);
     refused when empty or a folder."""
     path = str(path)
-    if path and not path.startswith("/vsi") and os.path.exists(path):
-        path = os.path.abspath(path)
     if not path:
         raise InputError("(empty name)", "an input has no file name")
-    if os.path.isdir(path):
-        raise InputError(path, "is a folder, not a raster file")
+    mode = None
+    if not path.startswith("/vsi"):
+        try:
+            mode = os.stat(path).st_mode  # one stat for "exists" and "is a folder"
+        except (OSError, ValueError):
+            pass
+    if mode is not None:
+        path = os.path.abspath(path)
+        if stat.S_ISDIR(mode):
+            raise InputError(path, "is a folder, not a raster file")
     etag = check_input(path)  # a remote input: one HEAD, and a clear line when refused
     return path, etag
 
@@ -211,7 +219,13 @@ def _describe_open(index, path, ds, bands, etag=None):
         geotransform=gt, crs_wkt=cached_crs_wkt(path, crs_of_dataset),
         band_count=ds.RasterCount, bands=selected, alpha_band=alpha, dtype=np.result_type(*dtypes).name,
         nodata=tuple(nodata), mask_per_dataset=per_dataset, mask_per_band=per_band,
-        files=files_read(path, ds, etag), band_meta=tuple(metas), alpha_mask=alpha_mask)
+        files=files_read(path, ds, etag), band_meta=tuple(metas), alpha_mask=alpha_mask,
+        driver=_driver_name(ds))
+
+
+def _driver_name(ds):
+    driver = ds.GetDriver()
+    return driver.ShortName if driver is not None else ""
 
 
 def _north_up_geotransform(path, ds):

@@ -74,6 +74,7 @@ class SourceSpec:
     shared: tuple = ()  # band numbers valid where non-zero, for all data bands
     per_band: tuple = ()  # tuples of one band number per data band (0: none)
     xml: str = None     # vrt/warp: the VRT document to open
+    driver: str = ""    # direct: the driver that opened it when planned ("": any)
 
 
 def _aligned(value):
@@ -144,7 +145,8 @@ def _direct_spec(info, grid, origin):
         return None
     return SourceSpec(info.index, info.path, "direct", bbox, origin, info.bands, info.dtype,
                       nodata=effective_nodata(info), mask=_mask_kind(info),
-                      shared=(info.alpha_band,) if info.alpha_band else ())
+                      shared=(info.alpha_band,) if info.alpha_band else (),
+                      driver=getattr(info, "driver", ""))
 
 
 @dataclass(frozen=True)
