@@ -18,7 +18,7 @@ world file...), whose contents GDAL would read too.
 """
 
 import bisect
-import dataclasses
+import copy
 import os
 import struct
 
@@ -141,8 +141,8 @@ class Lookalikes:
             return info
         if template is False:
             return self.describe(index, path, etag)
-        return dataclasses.replace(template, index=index, path=path,
-                                   geotransform=geotransform(scale, tie), files=(stat(path),))
+        return _copy(template, index=index, path=path, geotransform=geotransform(scale, tie),
+                     files=(stat(path),))
 
     def _header(self, path):
         if not self.enabled or path.startswith("/vsi") or not path.lower().endswith((".tif", ".tiff")) \
@@ -155,6 +155,14 @@ class Lookalikes:
         if _beside(names, name.lower()) != 1:
             return None  # a side-car file (or a folder GDAL could not list either)
         return read_header(path)
+
+
+def _copy(info, **changes):
+    """``dataclasses.replace`` without running ``__init__`` again (10,000 tiles: 0.1 s)."""
+    copied = copy.copy(info)
+    for name, value in changes.items():
+        object.__setattr__(copied, name, value)  # a frozen dataclass
+    return copied
 
 
 def _listing(folder):
