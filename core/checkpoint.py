@@ -18,7 +18,6 @@ though its files changed: windows are redone from the first one that reads it
 would write). Any other change refuses the resume.
 """
 
-import hashlib
 import json
 import os
 
@@ -69,6 +68,8 @@ def fingerprint(plan):
 
 
 def digest(identity):
+    import hashlib  # here: it loads OpenSSL, which a run that does not resume never needs
+
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 

@@ -14,7 +14,6 @@ its typed errors into their own.
 import dataclasses
 import os
 import time
-import traceback
 
 import numpy as np
 
@@ -321,6 +320,8 @@ def _release(exc):
     """Clear the frames an error keeps alive: they hold the output dataset, which
     must close here, under the run's quiet GDAL error handler, not when the caller
     drops the error (GDAL would then print its own errors on stderr)."""
+    import traceback  # here: it is a long import, and only a failed run needs it
+
     while exc is not None:
         traceback.clear_frames(exc.__traceback__)
         exc = exc.__context__

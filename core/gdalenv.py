@@ -22,7 +22,6 @@ process-wide state as possible and restore all of it, even on error:
 
 import contextlib
 import ctypes
-import ctypes.util
 import itertools
 import sys
 import threading
@@ -215,7 +214,8 @@ def release_free_memory():
         libc = None
         if sys.platform.startswith("linux"):
             try:
-                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+                # glibc's name: ctypes.util.find_library runs ldconfig in a child process.
+                libc = ctypes.CDLL("libc.so.6")
                 libc.malloc_trim.argtypes = [ctypes.c_size_t]
             except (OSError, AttributeError):
                 libc = None  # not glibc (musl, ...)

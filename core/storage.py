@@ -16,11 +16,9 @@ never holds an incomplete mosaic and a failed run leaves it as it was.
 Credentials are GDAL's own (environment, ``~/.aws``, GDAL config options).
 """
 
-import hashlib
 import math
 import os
 import re
-import tempfile
 
 from osgeo import gdal
 
@@ -193,6 +191,9 @@ def work_path(output, work_folder=None):
     """
     if not is_remote_output(output):
         return output
+    import hashlib  # here, as tempfile: only a remote OUTPUT needs them (long imports)
+    import tempfile
+
     folder = os.path.abspath(work_folder or tempfile.gettempdir())
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(folder, "WORK_FOLDER (--work-folder) does not exist or is not "
