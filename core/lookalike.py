@@ -39,10 +39,30 @@ def read_header(path):
     """(key, pixel scale, tie point) of a plain TIFF's only image, or None when the
     file is not eligible (see the module docstring) or cannot be parsed."""
     try:
-        with open(path, "rb") as fh:
-            return _parse(fh)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    except OSError:
+        return None
+    try:
+        return _parse(_Raw(fd))
     except (OSError, struct.error, ValueError):
         return None
+    finally:
+        os.close(fd)
+
+
+class _Raw:
+    """Unbuffered reads of an open file descriptor (no file object: ~5 us less per tile)."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def read(self, size):
+        return os.read(self.fd, size)
+
+    def seek(self, offset):
+        os.lseek(self.fd, offset, os.SEEK_SET)
 
 
 def _parse(fh):
