@@ -180,7 +180,8 @@ PARAMS = (
           "GeoTIFF.", cli="--overviews"),
     Param("CHUNK_SIZE", "chunk_size", "int", 0, "Window size (pixels)",
           "Side of the square windows processed at a time; rounded up to a multiple "
-          "of the output block size. 0 = the largest that fits MEMORY_MB.",
+          "of the output block size. 0 = the largest that fits MEMORY_MB (at most "
+          "2048; a small mosaic is cut into at least 16 windows, 4 per thread).",
           minimum=0, maximum=65536, advanced=True, cli="--chunk"),
     Param("MEMORY_MB", "memory_mb", "int", 256, "Memory budget (MB)",
           "Budget for this run's pixel buffers and GDAL block cache together.",
