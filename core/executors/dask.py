@@ -52,6 +52,7 @@ CONNECT_SECONDS = 10
 # How long a local worker process may take to start and reach the scheduler.
 START_SECONDS = 60
 LOST_SECONDS = 30
+FETCH_SECONDS = 15  # one attempt to fetch a finished task's result
 POLL_SECONDS = 0.1
 # Neighbouring windows per task, fewer when that would leave a worker without two tasks:
 # each task costs the scheduler and this process a round trip, whatever its size.
@@ -260,11 +261,21 @@ class DaskExecutor:
 
     def _result(self, future, done, first, cancel):
         """The result of one task, waiting for it while polling ``cancel`` and the scheduler."""
+        stuck = None
         while True:
             self._wait(future, done, cancel)
             try:
-                return future.result(timeout=LOST_SECONDS)
+                return future.result(timeout=FETCH_SECONDS)
             except Exception as exc:
+                # A fetch from a worker killed meanwhile can hang while the scheduler still
+                # says "finished" (seen 3 times in about 100 killed-worker runs, then not in
+                # 245): fetch again, which asks the scheduler where the result is now, for
+                # up to LOST_SECONDS.
+                stuck = stuck or time.monotonic()
+                if (isinstance(exc, TimeoutError) and future.status == "finished"
+                        and self.client.status == "running"
+                        and time.monotonic() - stuck < LOST_SECONDS):
+                    continue
                 if isinstance(exc, distributed.KilledWorker):
                     raise ClusterError(f"DASK_SCHEDULER (--dask): the Dask workers running "
                                        f"window {first} died ({_reason(exc)})") from None
