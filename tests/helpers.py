@@ -131,3 +131,12 @@ def render_pickled(blob, index):
     window = plan.windows[index]
     array, _moved = render_window(plan, window)
     return window.bounds, array
+
+
+def cli_peak_mb(*args, timeout=600):
+    """Run the CLI with ``args`` under ``/usr/bin/time``; return its peak RSS in MB."""
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M", PYTHON, "-m", "streaming_mosaic",
+                           *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr
+    return int(proc.stderr.strip().splitlines()[-1]) / 1024

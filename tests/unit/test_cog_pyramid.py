@@ -14,7 +14,7 @@ import pytest
 from osgeo import gdal
 from osgeo_utils.samples.validate_cloud_optimized_geotiff import validate as validate_cog
 
-from helpers import PYTHON, journal
+from helpers import PYTHON, cli_peak_mb, journal
 from streaming_mosaic.core import checkpoint, engine, pyramid
 from streaming_mosaic.core.errors import Cancelled
 from streaming_mosaic.core.options import Options
@@ -30,14 +30,19 @@ GRIDS = {
 }
 
 
-@pytest.fixture(scope="module")
-def sets(tmp_path_factory):
+def tile_sets(tmp_path_factory):
+    """A tile set per grid of GRIDS (shared with test_overview_pyramid)."""
     made = {}
     for name, size in GRIDS.items():
         folder = tmp_path_factory.mktemp(name)
         made[name] = tile_set(folder, seed=17, grid=(2, 3), size=size, overlap=16, bands=3,
                               dtype="uint16", nodata=0)
     return made
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory):
+    return tile_sets(tmp_path_factory)
 
 
 def run(paths, out, **kw):
@@ -185,7 +190,8 @@ def test_the_partial_of_a_stopped_cog_run_holds_the_overviews_of_its_windows(set
     assert gdal.Open(partial).GetMetadata("IMAGE_STRUCTURE").get("COMPRESSION") is None
 
 
-KILL = """
+# A run killed (SIGKILL) after window argv[2]; ``{finish}`` is the option that streams levels.
+KILL_WITH = """
 import os, signal, sys
 from streaming_mosaic.core import engine
 from streaming_mosaic.core.options import Options
@@ -195,8 +201,9 @@ def progress(event):
         os.kill(os.getpid(), signal.SIGKILL)
 
 engine.run(Options(inputs=sys.argv[3:], output=sys.argv[1], chunk_size=256, threads=2,
-                   compression="lzw", checkpoint_seconds=0.0, cog=True), progress=progress)
+                   compression="lzw", checkpoint_seconds=0.0, {finish}=True), progress=progress)
 """
+KILL = KILL_WITH.format(finish="cog")
 
 
 @pytest.mark.parametrize("grid", ["even", "mixed"])
@@ -226,12 +233,7 @@ def test_a_cog_run_stays_within_memory_mb(tmp_path):
     paths = tile_set(tmp_path, seed=5, grid=(2, 2), size=(2100, 2100), overlap=40, bands=3,
                      dtype="uint16", nodata=0)
     out = tmp_path / "cog.tif"
-    proc = subprocess.run(["/usr/bin/time", "-f", "%M", PYTHON, "-m", "streaming_mosaic",
-                           *map(str, paths), "-o", str(out), "--cog", "--memory-mb", "256",
-                           "--quiet"], capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ))
-    assert proc.returncode == 0, proc.stderr
-    peak_mb = int(proc.stderr.strip().splitlines()[-1]) / 1024
+    peak_mb = cli_peak_mb(*paths, "-o", out, "--cog", "--memory-mb", "256", "--quiet")
     assert peak_mb <= 256 + INTERPRETER_BASELINE_MB + 32, peak_mb
     # The strips the COG's writer copies count in the budget: smaller windows than plain.
     # At 256 MB both take the window that still cuts this mosaic into 16 (memory.MIN_WINDOWS);

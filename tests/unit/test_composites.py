@@ -1,14 +1,13 @@
 """Median, percentile and mode against numpy on the stacked inputs, and their memory bound."""
 
 import os
-import subprocess
 
 import numpy as np
 import pytest
 from test_rules import ORIGIN, RES, random_tiles
 
 import streaming_mosaic
-from helpers import PYTHON, read, run_cli, write_raster
+from helpers import cli_peak_mb, read, run_cli, write_raster
 from streaming_mosaic.core.report import INTERPRETER_BASELINE_MB
 
 CASES = {  # dtype, bands, nodata, low, high, quantum
@@ -105,12 +104,8 @@ def _deep_stack(tmp_path, n, size=1024, seed=3):
 def test_deep_stack_stays_within_memory(tmp_path):
     paths, data = _deep_stack(tmp_path, 40)
     out = tmp_path / "median.tif"
-    proc = subprocess.run(["/usr/bin/time", "-f", "%M", PYTHON, "-m", "streaming_mosaic",
-                           *paths, "-o", str(out), "--method", "median", "--memory-mb", "64",
-                           "--quiet"], capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ))
-    assert proc.returncode == 0, proc.stderr
-    peak_mb = int(proc.stderr.strip().splitlines()[-1]) / 1024
+    peak_mb = cli_peak_mb(*paths, "-o", out, "--method", "median", "--memory-mb", "64",
+                          "--quiet")
     assert peak_mb <= 64 + INTERPRETER_BASELINE_MB + 16, peak_mb
     got, _, _ = read(out)
     want = np.rint(np.median(data[:, :, :, 5:].astype(np.float64), axis=0)).astype(np.uint16)

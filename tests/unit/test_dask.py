@@ -29,10 +29,8 @@ def tiles(tmp_path_factory):
                     dtype="uint16")
 
 
-@pytest.fixture(scope="module")
-def reference(tiles, tmp_path_factory):
-    """The local engine's output for each (method, chunk)."""
-    folder = tmp_path_factory.mktemp("dask_ref")
+def local_reference(tiles, folder):
+    """``get(method, chunk)``: the local engine's output of ``tiles``, made once each."""
     cache = {}
 
     def get(method, chunk):
@@ -42,6 +40,12 @@ def reference(tiles, tmp_path_factory):
             cache[method, chunk] = read(out)
         return cache[method, chunk]
     return get
+
+
+@pytest.fixture(scope="module")
+def reference(tiles, tmp_path_factory):
+    """The local engine's output for each (method, chunk)."""
+    return local_reference(tiles, tmp_path_factory.mktemp("dask_ref"))
 
 
 def free_port():

@@ -19,7 +19,7 @@ from streaming_mosaic.core.executors import shared
 
 pytest.importorskip("distributed")  # tools/ensure-deps.sh test installs it
 
-from test_dask import Cluster, same  # noqa: E402 - needs distributed
+from test_dask import Cluster, local_reference, same  # noqa: E402 - needs distributed
 
 from streaming_mosaic.core.executors import dask as dask_executor  # noqa: E402,I001
 
@@ -34,16 +34,7 @@ def tiles(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(tiles, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("dask_direct_ref")
-    cache = {}
-
-    def get(method, chunk):
-        if (method, chunk) not in cache:
-            out = folder / f"{method}_{chunk}.tif"
-            streaming_mosaic.mosaic(tiles, out, method=method, chunk_size=chunk)
-            cache[method, chunk] = read(out)
-        return cache[method, chunk]
-    return get
+    return local_reference(tiles, tmp_path_factory.mktemp("dask_direct_ref"))
 
 
 @pytest.fixture(scope="module")

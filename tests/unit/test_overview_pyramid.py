@@ -11,24 +11,18 @@ import subprocess
 import numpy as np
 import pytest
 from osgeo import gdal
-from test_cog_pyramid import GRIDS, gdal_overviews, levels, run
+from test_cog_pyramid import GRIDS, KILL_WITH, gdal_overviews, levels, run, tile_sets
 
 from helpers import PYTHON, journal
 from streaming_mosaic.core import checkpoint, engine, overviews
 from streaming_mosaic.core.errors import Cancelled
 from streaming_mosaic.core.options import Options
 from streaming_mosaic.core.plan import make_plan
-from synth import tile_set
 
 
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory):
-    made = {}
-    for name, size in GRIDS.items():
-        folder = tmp_path_factory.mktemp(name)
-        made[name] = tile_set(folder, seed=17, grid=(2, 3), size=size, overlap=16, bands=3,
-                              dtype="uint16", nodata=0)
-    return made
+    return tile_sets(tmp_path_factory)
 
 
 def assert_overviews_match(out, plain, folder):
@@ -95,18 +89,7 @@ def test_the_overviews_come_from_the_windows_not_from_the_finished_mosaic(sets, 
     assert not gdal.Open(str(out)).ReadAsArray()[:, :512].any()
 
 
-KILL = """
-import os, signal, sys
-from streaming_mosaic.core import engine
-from streaming_mosaic.core.options import Options
-
-def progress(event):
-    if event.phase == "windows" and event.done == int(sys.argv[2]):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-engine.run(Options(inputs=sys.argv[3:], output=sys.argv[1], chunk_size=256, threads=2,
-                   compression="lzw", checkpoint_seconds=0.0, overviews=True), progress=progress)
-"""
+KILL = KILL_WITH.format(finish="overviews")
 
 
 @pytest.mark.parametrize("grid", ["even", "mixed"])
