@@ -19,6 +19,7 @@ from osgeo import gdal
 from .core import __version__
 from .core.engine import run
 from .core.errors import Cancelled, MosaicError, OptionError
+from .core.gdalenv import one_malloc_arena
 from .core.options import PARAMS, Options, choice, flag
 from .core.plan import make_plan, summary_lines
 
@@ -173,6 +174,7 @@ def main(argv=None):
     # and libtiff may print straight to the C stderr: keep all that off the
     # terminal (unless CPL_DEBUG asks for it); the run reports errors as one line.
     gdal.SetErrorHandler("CPLQuietErrorHandler")
+    one_malloc_arena()  # before any worker thread: see its docstring
     with _c_stderr_silenced() as err:
         return _main(argv, err)
 

@@ -199,6 +199,38 @@ def unlink_quiet(name):
 
 
 _libc = []
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def _glibc():
+    """glibc through ctypes, or None (not Linux, or another C library)."""
+    if not _libc:
+        libc = None
+        if sys.platform.startswith("linux"):
+            try:
+                # glibc's name: ctypes.util.find_library runs ldconfig in a child process.
+                libc = ctypes.CDLL("libc.so.6")
+                libc.malloc_trim.argtypes = [ctypes.c_size_t]
+                libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+            except (OSError, AttributeError):
+                libc = None  # not glibc (musl, ...)
+        _libc.append(libc)
+    return _libc[0]
+
+
+def one_malloc_arena():
+    """Make every thread allocate from glibc's main arena; True when done.
+
+    For a process that is ours alone (the CLI): never inside QGIS or a user's Python,
+    where it would change how their threads allocate. GDAL's cache blocks are
+    allocated by the thread that decodes or writes them and freed by whichever thread
+    evicts them, so with an arena per thread each arena keeps freed blocks resident
+    beside the live ones: on GDAL 3.6 (256 Mpix, 64 MB cache, 2 workers and 2
+    compression threads) 25-70 MB above the plan, peaks 343-363 MB. With one arena
+    they were 330-332 MB, in the same time and less system CPU.
+    """
+    libc = _glibc()
+    return bool(libc is not None and libc.mallopt(M_ARENA_MAX, 1))
 
 
 def release_free_memory():
@@ -210,18 +242,9 @@ def release_free_memory():
     a few milliseconds (cheaper than serving every large block with mmap, which
     cost 6% of the run time in page faults). A no-op where glibc is absent.
     """
-    if not _libc:
-        libc = None
-        if sys.platform.startswith("linux"):
-            try:
-                # glibc's name: ctypes.util.find_library runs ldconfig in a child process.
-                libc = ctypes.CDLL("libc.so.6")
-                libc.malloc_trim.argtypes = [ctypes.c_size_t]
-            except (OSError, AttributeError):
-                libc = None  # not glibc (musl, ...)
-        _libc.append(libc)
-    if _libc[0] is not None:
-        _libc[0].malloc_trim(0)
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def vrt_xml(ds):
