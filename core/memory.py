@@ -4,7 +4,9 @@ Model (bytes)::
 
     MEMORY_MB = GDAL block cache                         (cache_fraction of the budget)
               + GDAL working memory outside the cache    (open datasets, compression jobs,
-                                                           the HTTP cache for remote inputs)
+                                                           the HTTP cache for remote inputs;
+                                                           on GDAL < 3.10 also the cache's
+                                                           freed blocks still resident)
               + threads x warp working memory            (only when inputs are reprojected)
               + threads x per-thread window working set  (accumulators, reads, temporaries)
               + (threads + 2) x finished output window   (recycled buffers: in the
@@ -46,6 +48,12 @@ FEATHER_MAX_CHUNK = 512
 MIN_WINDOWS = 16
 WINDOWS_PER_THREAD = 4
 GDAL_OVERHEAD = 8 * MB
+# GDAL before 3.10 (measured on 3.6.2 with glibc 2.36, 256 Mpix LZW, 64 MB cache): the
+# heap holds 60-80 MB freed but resident beside the cache's live blocks, between two
+# malloc_trim calls and with one malloc arena alike, also with uncompressed output and
+# with large temporaries kept out of the heap; about one cache's worth. GDAL 3.10 and
+# 3.13 (glibc 2.41) hold 3-5 MB. See README "Memory".
+FREED_CACHE_FACTOR = 1.0
 WARP_MEMORY = 16 * MB  # GDAL warper working memory of one reprojected read (per thread)
 # The writer's copies of a strip of a window (pyramid.Sink): the /vsimem/ GeoTIFF, its
 # overview levels, the contiguous strip and GDAL's overview buffers.
@@ -125,7 +133,7 @@ def window_working_set(chunk, bands, rule, input_dtype, out_dtype, halo=0, depth
 
 def plan_budget(memory_mb, threads, block, bands, rule, input_dtype, out_dtype,
                 grid_size, chunk=0, halo=0, warped=False, depth=None, io_cache=0,
-                direct=False, compressed=True, sink_rows=0):
+                direct=False, compressed=True, sink_rows=0, freed_cache=False):
     """Choose the cache size and window side for a run.
 
     Parameters
@@ -151,6 +159,9 @@ def plan_budget(memory_mb, threads, block, bands, rule, input_dtype, out_dtype,
         The output is compressed as it is written (GDAL's NUM_THREADS).
     sink_rows : int
         Rows of a window the writer copies at a time (0: none), ``SINK_COPIES`` times.
+    freed_cache : bool
+        GDAL's freed cache blocks stay resident (GDAL < 3.10): counted as
+        ``FREED_CACHE_FACTOR`` x the cache, beside it.
 
     Returns
     -------
@@ -169,6 +180,8 @@ def plan_budget(memory_mb, threads, block, bands, rule, input_dtype, out_dtype,
     # and the GeoTIFF writer's compression jobs (about two tiles per thread).
     block_bytes = block * block * bands * np.dtype(out_dtype).itemsize
     overhead = GDAL_OVERHEAD + compress * 2 * block_bytes + int(io_cache)
+    if freed_cache:
+        overhead += int(FREED_CACHE_FACTOR * cache)
     out_size = np.dtype(out_dtype).itemsize
     largest = max(block, math.ceil(max(grid_size) / block) * block)
     depths = {}

@@ -27,6 +27,8 @@ from .storage import io_cache_bytes
 from .windows import SourceIndex, WindowPlan
 
 OVERVIEW_FACTOR = 4 / 3
+# GDAL before 3.10 keeps its freed cache blocks resident (memory.FREED_CACHE_FACTOR).
+FREED_CACHE_RESIDENT = int(gdal.VersionInfo()) < 3100000
 
 
 @dataclass
@@ -275,7 +277,8 @@ def _budget(options, memory_mb, block, band_count, rule, input_dtype, out_dtype,
                            halo=halo, depth=depth, io_cache=io_cache, direct=fast,
                            compressed=compressed,
                            warped=any(s is not None and s.kind == "warp" for s in specs),
-                           sink_rows=block if streams(options) or overviews.streams(options) else 0)
+                           sink_rows=block if streams(options) or overviews.streams(options) else 0,
+                           freed_cache=FREED_CACHE_RESIDENT)
 
     result = budget(memory_mb)
     if rule.stack and not result.fits:

@@ -157,8 +157,8 @@ def test_the_http_cache_counts_inside_memory_mb(nginx, served):
     """Remote inputs leave less of MEMORY_MB to the rest: GDAL's HTTP block cache
     (CPL_VSIL_CURL_CACHE_SIZE, GDAL's 16 MB unless set) is part of the budget."""
     local = [os.path.join(nginx.data, url.rsplit("/", 1)[1]) for url in served]
-    base = plan(local, memory_mb=64).budget
-    remote = plan(list(served), memory_mb=64).budget
+    base = plan(local, memory_mb=96).budget
+    remote = plan(list(served), memory_mb=96).budget
     assert remote.overhead - base.overhead == 16 * 2**20
     # The rest shrinks to make room (windows come in block steps, so the peaks may
     # not order): the windows are no larger and the whole still fits MEMORY_MB.
@@ -166,7 +166,7 @@ def test_the_http_cache_counts_inside_memory_mb(nginx, served):
     assert remote.estimated_peak <= remote.total
     gdal.SetConfigOption("CPL_VSIL_CURL_CACHE_SIZE", str(40 * 2**20))
     try:
-        bigger = plan(list(served), memory_mb=64).budget
+        bigger = plan(list(served), memory_mb=96).budget
     finally:
         gdal.SetConfigOption("CPL_VSIL_CURL_CACHE_SIZE", None)
     assert bigger.overhead - base.overhead == 40 * 2**20
