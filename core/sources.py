@@ -85,6 +85,7 @@ class SourceInfo:
     band_meta: tuple = ()     # per selected band: bandmeta.BandMeta (scale, unit, palette...)
     alpha_mask: bool = False  # GDAL's mask of the bands is the alpha band (2 or 4 bands)
     driver: str = ""          # the GDAL driver that opened it (reopened with it alone)
+    block: tuple = (0, 0)     # block (tile or strip) size of its first selected band
 
     @property
     def bounds(self):
@@ -220,7 +221,7 @@ def _describe_open(index, path, ds, bands, etag=None):
         band_count=ds.RasterCount, bands=selected, alpha_band=alpha, dtype=np.result_type(*dtypes).name,
         nodata=tuple(nodata), mask_per_dataset=per_dataset, mask_per_band=per_band,
         files=files_read(path, ds, etag), band_meta=tuple(metas), alpha_mask=alpha_mask,
-        driver=_driver_name(ds))
+        driver=_driver_name(ds), block=tuple(ds.GetRasterBand(selected[0]).GetBlockSize()))
 
 
 def _driver_name(ds):

@@ -75,6 +75,7 @@ class SourceSpec:
     per_band: tuple = ()  # tuples of one band number per data band (0: none)
     xml: str = None     # vrt/warp: the VRT document to open
     driver: str = ""    # direct: the driver that opened it when planned ("": any)
+    block_rows: int = 0  # direct: rows of its blocks (tiles or strips), 0 when unknown
 
 
 def _aligned(value):
@@ -146,7 +147,8 @@ def _direct_spec(info, grid, origin):
     return SourceSpec(info.index, info.path, "direct", bbox, origin, info.bands, info.dtype,
                       nodata=effective_nodata(info), mask=_mask_kind(info),
                       shared=(info.alpha_band,) if info.alpha_band else (),
-                      driver=getattr(info, "driver", ""))
+                      driver=getattr(info, "driver", ""),
+                      block_rows=int(getattr(info, "block", (0, 0))[1]))
 
 
 @dataclass(frozen=True)

@@ -87,3 +87,35 @@ class SourceIndex:
     def deepest(self):
         """The most inputs touching one window (the depth of the deepest stack)."""
         return max((len(ids) for ids in self._lists.values()), default=0)
+
+
+def row_bands(h, n, top=0, block=0, origin=0):
+    """Cut a window of ``h`` rows into ``n`` bands of rows; returns [(r0, r1), ...].
+
+    The local executor renders band k of every window on thread k, so an input block
+    that straddles two windows side by side is decoded once, by the thread that
+    holds it in its datasets' cache. A cut inside the window would have both threads
+    decode the blocks it crosses: each cut is moved to the nearest row where blocks
+    of ``block`` rows start (an input whose row 0 is grid row ``origin``; the window
+    begins at grid row ``top``) when that is at most a quarter of a band away, so
+    the threads' shares stay within a half band of even.
+
+    Parameters
+    ----------
+    h, n : int
+        Rows of the window; bands wanted (fewer when ``h`` has fewer rows).
+    top, block, origin : int
+        Where the window and the input's block rows lie (``block`` 0: cut evenly).
+    """
+    n = max(1, min(int(n), int(h)))
+    cuts = [0]
+    for k in range(1, n):
+        cut = round(k * h / n)
+        if block > 1:
+            phase = (top + cut - origin) % block
+            snapped = cut - phase if phase <= block - phase else cut - phase + block
+            if abs(snapped - cut) * 4 <= h / n:
+                cut = snapped
+        cuts.append(min(max(cut, cuts[-1] + 1), h - (n - k)))
+    cuts.append(h)
+    return list(zip(cuts[:-1], cuts[1:]))

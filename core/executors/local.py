@@ -6,6 +6,14 @@ results in window order and writes them with :class:`GdalSink`, the GeoTIFF
 driver compressing tiles on ``NUM_THREADS`` threads. At most ``in_flight``
 windows are submitted ahead; finished windows go into recycled flat buffers, so
 at most ``in_flight + 1`` exist.
+
+With several threads and no halo, every window is cut into one band of rows per
+thread (:func:`~..windows.row_bands`) and thread k renders band k of every window:
+an input block straddling two windows side by side is then decoded once, by the
+thread whose datasets cached it for the window before (with whole windows per
+thread, neighbours went to different threads and each decoded it: on GDAL 3.13,
+256 Mpix, 0.6 s of 22 s CPU). With a halo (feather) whole windows go to whichever
+thread is free.
 """
 
 import collections
@@ -19,6 +27,7 @@ from .. import checkpoint, writer
 from ..errors import Cancelled
 from ..gdalenv import thread_env
 from ..render import Context, render_window
+from ..windows import Window, row_bands
 
 try:
     import resource
@@ -79,8 +88,12 @@ class LocalExecutor:
         self.sparse = writer.sparse(plan)
         self.pending = collections.deque()
         self.held = None
-        self.pool = concurrent.futures.ThreadPoolExecutor(plan.threads, "streaming-mosaic",
-                                                          initializer=self._init_worker)
+        self.banded = plan.threads > 1 and not plan.halo
+        if self.banded:
+            self.pool = _AffineThreads(plan.threads, "streaming-mosaic", self._init_worker)
+        else:
+            self.pool = concurrent.futures.ThreadPoolExecutor(plan.threads, "streaming-mosaic",
+                                                              initializer=self._init_worker)
 
     def _init_worker(self):
         self.local.env = thread_env()
@@ -105,6 +118,34 @@ class LocalExecutor:
             return None, moved, buf
         return array, moved, buf
 
+    def _band(self, window, r0, r1, out):
+        """Render rows ``r0:r1`` of ``window`` into those rows of ``out``; returns moved."""
+        view = out[:, r0:r1]
+        part = Window(window.index, window.x, window.y + r0, window.w, r1 - r0)
+        array, moved = render_window(self.plan, part, self.local.ctx, view)
+        if array is not view:
+            np.copyto(view, array)
+        return moved
+
+    def _submit_banded(self, index):
+        plan = self.plan
+        window = plan.windows[index]
+        ids = plan.index.sources_for(index)
+        if self.sparse and not ids:
+            done = concurrent.futures.Future()
+            done.set_result(0)
+            return [done], None, None  # SPARSE_OK: an empty window is not written
+        try:
+            buf = self.buffers.get_nowait()
+        except queue.Empty:
+            buf = np.empty(self.full, plan.out_dtype)
+        out = buf[:plan.out_bands * window.h * window.w].reshape(
+            plan.out_bands, window.h, window.w)
+        block, origin = _cut_guide(plan, window, ids)
+        bands = row_bands(window.h, plan.threads, window.y, block, origin)
+        return ([self.pool.submit_to(k, self._band, window, r0, r1, out)
+                 for k, (r0, r1) in enumerate(bands)], buf, out)
+
     def open_sink(self, path, box):
         """The writer of this executor's results, given the partial opened by GDAL."""
         return GdalSink(box, path)
@@ -113,30 +154,34 @@ class LocalExecutor:
         return len(self.pending) < self.plan.budget.in_flight
 
     def submit(self, index):
-        self.pending.append(self.pool.submit(self._task, index))
+        if self.banded:
+            self.pending.append(self._submit_banded(index))
+        else:
+            self.pending.append(self.pool.submit(self._task, index))
 
     def next(self, cancel):
         """The oldest submitted window's (array or None, moved); re-raises its error."""
         if self.held is not None:
             self.buffers.put(self.held)  # the engine has written it by now
             self.held = None
-        future = self.pending[0]
-        while True:
-            if cancel():
-                raise Cancelled()
-            try:
-                array, moved, self.held = future.result(timeout=0.1)
-                break
-            except concurrent.futures.TimeoutError:
-                continue
+        if self.banded:
+            futures, buf, out = self.pending[0]
+            moved = sum(_result(f, cancel) for f in futures)
+            self.pending.popleft()
+            self.held = buf
+            if out is None or (self.sparse and writer.unwritten(self.plan, out)):
+                return None, moved
+            return out, moved
+        array, moved, self.held = _result(self.pending[0], cancel)
         self.pending.popleft()
         return array, moved
 
     def close(self):
         """Stop the workers (cancelling what has not started) and close their datasets."""
         self.stop.set()
-        for fut in self.pending:
-            fut.cancel()
+        for entry in self.pending:
+            for fut in (entry[0] if self.banded else (entry,)):
+                fut.cancel()
         self.pool.shutdown(wait=True)
         for ctx in self.contexts:
             ctx.close()
@@ -145,3 +190,75 @@ class LocalExecutor:
         self.held, self.pending = None, collections.deque()
         while not self.buffers.empty():
             self.buffers.get_nowait()
+
+
+def _result(future, cancel):
+    """``future``'s result, checking ``cancel`` every 0.1 s while waiting."""
+    while True:
+        if cancel():
+            raise Cancelled()
+        try:
+            return future.result(timeout=0.1)
+        except concurrent.futures.TimeoutError:
+            continue
+
+
+def _cut_guide(plan, window, ids):
+    """(block rows, grid row of its row 0) of the input covering most of ``window``, to cut
+    its bands on; (0, 0) when that input's blocks are unknown (warped, VRT)."""
+    best, area = None, 0
+    for i in ids:
+        spec = plan.specs[i]
+        x0, y0, x1, y1 = spec.bbox
+        a = (max(0, min(x1, window.x + window.w) - max(x0, window.x))
+             * max(0, min(y1, window.y + window.h) - max(y0, window.y)))
+        if a > area:
+            best, area = spec, a
+    if best is None or best.kind != "direct" or best.block_rows <= 1:
+        return 0, 0
+    return best.block_rows, best.origin[1]
+
+
+class _AffineThreads:
+    """Worker threads with a queue each: a job given to thread k runs on thread k."""
+
+    def __init__(self, count, name, initializer):
+        self.queues = [queue.SimpleQueue() for _ in range(count)]
+        self.threads = [threading.Thread(target=self._loop, args=(q, initializer),
+                                         name=f"{name}_{k}", daemon=True)
+                        for k, q in enumerate(self.queues)]
+        for thread in self.threads:
+            thread.start()
+
+    @staticmethod
+    def _loop(jobs, initializer):
+        failed = None
+        try:
+            initializer()
+        except BaseException as exc:  # every job of this thread fails with it
+            failed = exc
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            future, fn, args = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                if failed is not None:
+                    raise failed
+                future.set_result(fn(*args))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def submit_to(self, k, fn, *args):
+        future = concurrent.futures.Future()
+        self.queues[k].put((future, fn, args))
+        return future
+
+    def shutdown(self, wait=True):
+        for jobs in self.queues:
+            jobs.put(None)
+        if wait:
+            for thread in self.threads:
+                thread.join()
