@@ -70,7 +70,7 @@ def render(plan, window, ctx, ids, out):
     if plan.rule.reverse:
         ids = ids[::-1]
     fill = out.dtype.type(plan.nodata_out)
-    parts = [(i, p) for i in ids if (p := _part(plan.specs[i].bbox, window)) is not None]
+    parts = [(i, p) for i in ids if (p := window_part(plan.specs[i].bbox, window)) is not None]
     if not parts or parts[0][1] != (0, 0, window.w, window.h):
         out.fill(fill)  # pixels no input reaches, and the test below, need nodata
     done = _Parts()
@@ -94,7 +94,7 @@ def render(plan, window, ctx, ids, out):
     return out, 0
 
 
-def _part(bbox, window):
+def window_part(bbox, window):
     """The input's bbox in window pixels (x0, y0, x1, y1), or None when it misses."""
     x0, y0 = max(bbox[0] - window.x, 0), max(bbox[1] - window.y, 0)
     x1, y1 = min(bbox[2] - window.x, window.w), min(bbox[3] - window.y, window.h)

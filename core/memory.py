@@ -52,7 +52,7 @@ GDAL_OVERHEAD = 8 * MB
 # heap holds 60-80 MB freed but resident beside the cache's live blocks, between two
 # malloc_trim calls and with one malloc arena alike, also with uncompressed output and
 # with large temporaries kept out of the heap; about one cache's worth. GDAL 3.10 and
-# 3.13 (glibc 2.41) hold 3-5 MB. See README "Memory".
+# 3.13 (glibc 2.41) hold 3-8 MB. See README "Memory".
 FREED_CACHE_FACTOR = 1.0
 WARP_MEMORY = 16 * MB  # GDAL warper working memory of one reprojected read (per thread)
 # The writer's copies of a strip of a window (pyramid.Sink): the /vsimem/ GeoTIFF, its

@@ -24,6 +24,7 @@ import threading
 import numpy as np
 
 from .. import checkpoint, writer
+from ..direct import window_part
 from ..errors import Cancelled
 from ..gdalenv import thread_env
 from ..render import Context, render_window
@@ -107,16 +108,21 @@ class LocalExecutor:
         window = plan.windows[index]
         if self.sparse and not plan.index.sources_for(index):
             return None, 0, None  # SPARSE_OK: an empty window is not written
-        try:
-            buf = self.buffers.get_nowait()
-        except queue.Empty:
-            buf = np.empty(self.full, plan.out_dtype)
-        out = buf[:plan.out_bands * window.h * window.w].reshape(
-            plan.out_bands, window.h, window.w)
+        buf, out = self._window_buffer(window)
         array, moved = render_window(plan, window, self.local.ctx, out)
         if self.sparse and writer.unwritten(plan, array):
             return None, moved, buf
         return array, moved, buf
+
+    def _window_buffer(self, window):
+        """A recycled flat buffer (or a new one) and its (bands, h, w) view for ``window``."""
+        plan = self.plan
+        try:
+            buf = self.buffers.get_nowait()
+        except queue.Empty:
+            buf = np.empty(self.full, plan.out_dtype)
+        return buf, buf[:plan.out_bands * window.h * window.w].reshape(
+            plan.out_bands, window.h, window.w)
 
     def _band(self, window, r0, r1, out):
         """Render rows ``r0:r1`` of ``window`` into those rows of ``out``; returns moved."""
@@ -135,12 +141,7 @@ class LocalExecutor:
             done = concurrent.futures.Future()
             done.set_result(0)
             return [done], None, None  # SPARSE_OK: an empty window is not written
-        try:
-            buf = self.buffers.get_nowait()
-        except queue.Empty:
-            buf = np.empty(self.full, plan.out_dtype)
-        out = buf[:plan.out_bands * window.h * window.w].reshape(
-            plan.out_bands, window.h, window.w)
+        buf, out = self._window_buffer(window)
         block, origin = _cut_guide(plan, window, ids)
         bands = row_bands(window.h, plan.threads, window.y, block, origin)
         return ([self.pool.submit_to(k, self._band, window, r0, r1, out)
@@ -208,12 +209,10 @@ def _cut_guide(plan, window, ids):
     its bands on; (0, 0) when that input's blocks are unknown (warped, VRT)."""
     best, area = None, 0
     for i in ids:
-        spec = plan.specs[i]
-        x0, y0, x1, y1 = spec.bbox
-        a = (max(0, min(x1, window.x + window.w) - max(x0, window.x))
-             * max(0, min(y1, window.y + window.h) - max(y0, window.y)))
+        part = window_part(plan.specs[i].bbox, window)
+        a = (part[2] - part[0]) * (part[3] - part[1]) if part else 0
         if a > area:
-            best, area = spec, a
+            best, area = plan.specs[i], a
     if best is None or best.kind != "direct" or best.block_rows <= 1:
         return 0, 0
     return best.block_rows, best.origin[1]
