@@ -203,25 +203,33 @@ def progress(event):
 engine.run(Options(inputs=sys.argv[3:], output=sys.argv[1], chunk_size=256, threads=2,
                    compression="lzw", checkpoint_seconds=0.0, {finish}=True), progress=progress)
 """
-KILL = KILL_WITH.format(finish="cog")
 
 
-@pytest.mark.parametrize("grid", ["even", "mixed"])
-def test_a_cog_run_killed_mid_way_resumes_to_the_same_cog(sets, tmp_path, grid):
-    paths = [str(p) for p in sets[grid]]
+def killed_then_resumed(paths, tmp_path, finish, after_kill=None):
+    """A clean run with ``finish``=True, and the same run SIGKILLed after 11 windows
+    (``after_kill(out)`` then looks at what it left) and resumed. Checks that the resume
+    kept windows and gave the clean run's pixels and overview levels; returns the output."""
     clean = tmp_path / "clean.tif"
-    run(paths, clean, cog=True, chunk_size=256, threads=2)
+    run(paths, clean, chunk_size=256, threads=2, **{finish: True})
     out = tmp_path / "out.tif"
-    killed = subprocess.run([PYTHON, "-c", KILL, str(out), "11", *paths], capture_output=True,
-                            text=True, timeout=300)
+    killed = subprocess.run([PYTHON, "-c", KILL_WITH.format(finish=finish), str(out), "11",
+                             *paths], capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert 0 < journal(out)["done"] < journal(out)["total"]
-    result = run(paths, out, cog=True, chunk_size=256, threads=2, resume=True)
+    if after_kill is not None:
+        after_kill(out)
+    result = run(paths, out, chunk_size=256, threads=2, resume=True, **{finish: True})
     assert result.resumed_from > 0
     np.testing.assert_array_equal(gdal.Open(str(out)).ReadAsArray(),
                                   gdal.Open(str(clean)).ReadAsArray())
     for a, b in zip(levels(out), levels(clean), strict=True):
         np.testing.assert_array_equal(a, b)
+    return out
+
+
+@pytest.mark.parametrize("grid", ["even", "mixed"])
+def test_a_cog_run_killed_mid_way_resumes_to_the_same_cog(sets, tmp_path, grid):
+    out = killed_then_resumed([str(p) for p in sets[grid]], tmp_path, "cog")
     assert validate_cog(str(out), full_check=True)[:2] == ([], [])
     assert not os.path.exists(checkpoint.partial_path(str(out)))
 

@@ -5,15 +5,13 @@ on a copy of the same mosaic written without overviews.
 """
 
 import os
-import signal
-import subprocess
 
 import numpy as np
 import pytest
 from osgeo import gdal
-from test_cog_pyramid import GRIDS, KILL_WITH, gdal_overviews, levels, run, tile_sets
+from test_cog_pyramid import GRIDS, gdal_overviews, killed_then_resumed, levels, run, tile_sets
 
-from helpers import PYTHON, journal
+from helpers import journal
 from streaming_mosaic.core import checkpoint, engine, overviews
 from streaming_mosaic.core.errors import Cancelled
 from streaming_mosaic.core.options import Options
@@ -89,26 +87,13 @@ def test_the_overviews_come_from_the_windows_not_from_the_finished_mosaic(sets, 
     assert not gdal.Open(str(out)).ReadAsArray()[:, :512].any()
 
 
-KILL = KILL_WITH.format(finish="overviews")
-
-
 @pytest.mark.parametrize("grid", ["even", "mixed"])
 def test_a_run_with_overviews_killed_mid_way_resumes_to_the_same_file(sets, tmp_path, grid):
-    paths = [str(p) for p in sets[grid]]
-    clean = tmp_path / "clean.tif"
-    run(paths, clean, overviews=True, chunk_size=256, threads=2)
-    out = tmp_path / "out.tif"
-    killed = subprocess.run([PYTHON, "-c", KILL, str(out), "11", *paths], capture_output=True,
-                            text=True, timeout=300)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert 0 < journal(out)["done"] < journal(out)["total"]
-    assert os.path.exists(overviews.side_path(checkpoint.partial_path(str(out))))
-    result = run(paths, out, overviews=True, chunk_size=256, threads=2, resume=True)
-    assert result.resumed_from > 0
-    np.testing.assert_array_equal(gdal.Open(str(out)).ReadAsArray(),
-                                  gdal.Open(str(clean)).ReadAsArray())
-    for a, b in zip(levels(out), levels(clean), strict=True):
-        np.testing.assert_array_equal(a, b)
+    def side_file_kept(out):
+        assert os.path.exists(overviews.side_path(checkpoint.partial_path(str(out))))
+
+    out = killed_then_resumed([str(p) for p in sets[grid]], tmp_path, "overviews",
+                              side_file_kept)
     assert not os.path.exists(checkpoint.partial_path(str(out)))
     assert not os.path.exists(overviews.side_path(checkpoint.partial_path(str(out))))
 
